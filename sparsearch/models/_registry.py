@@ -1,0 +1,43 @@
+"""The model catalogue: built-in nets and timm models by name, one factory."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+_MODELS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Registers a model factory ``f(*, in_shape, num_classes, **options) -> nn.Module``."""
+
+    def wrap(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        _MODELS[name] = factory
+        return factory
+
+    return wrap
+
+
+def list_models() -> list[str]:
+    return sorted(_MODELS)
+
+
+def create_model(
+    kind: str, *, in_shape: tuple[int, ...], num_classes: int, **options: Any
+) -> nn.Module:
+    """Builds a model from the catalogue.
+
+    Args:
+        kind: a registered name (``mlp``, ``cnn``, ``timm``).
+        in_shape: shape of one input sample, without the batch dimension.
+        num_classes: number of output classes.
+        **options: the model's own options (``hidden``, ``name`` for timm, ...).
+
+    Raises:
+        ValueError: for an unknown kind.
+    """
+    if kind not in _MODELS:
+        raise ValueError(f"model.kind must be one of {list_models()}, got {kind!r}")
+    return _MODELS[kind](in_shape=tuple(in_shape), num_classes=num_classes, **options)
