@@ -40,4 +40,12 @@ def create_model(
     """
     if kind not in _MODELS:
         raise ValueError(f"model.kind must be one of {list_models()}, got {kind!r}")
-    return _MODELS[kind](in_shape=tuple(in_shape), num_classes=num_classes, **options)
+    model = _MODELS[kind](in_shape=tuple(in_shape), num_classes=num_classes, **options)
+    # How to build this model again (read by export to rebuild it from a manifest).
+    model.sparsearch_build = {
+        "kind": kind,
+        "in_shape": list(in_shape),
+        "num_classes": num_classes,
+        "options": {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()},
+    }
+    return model
