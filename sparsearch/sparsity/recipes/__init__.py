@@ -1,0 +1,22 @@
+"""Training recipes: how a sparse subnet is trained (one registry, one file per recipe)."""
+
+from sparsearch.sparsity.recipes import gradual, one_shot  # noqa: F401  (fill the registry)
+from sparsearch.sparsity.recipes._base import (
+    Recipe,
+    RecipeContext,
+    create_recipe,
+    list_recipes,
+    mask_flip_rate,
+    recipe_knobs,
+    register_recipe,
+)
+
+__all__ = [
+    "Recipe",
+    "RecipeContext",
+    "create_recipe",
+    "list_recipes",
+    "mask_flip_rate",
+    "recipe_knobs",
+    "register_recipe",
+]

@@ -1,0 +1,116 @@
+"""The Recipe contract: how a subnet is trained, as a registry of small classes.
+
+A recipe receives a freshly initialised dense model and a RecipeContext, trains the model in
+place for ``ctx.settings.epochs`` epochs in all, and leaves the final masks applied (with
+``sparsearch.sparsity.masking.apply_masks``), so that the model's forward is the subnet.
+Searchable knobs are declared in ``knobs`` with their defaults; a space file addresses them
+as ``"<recipe>.<knob>"`` (e.g. ``sr_ste.lambda_w``).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from sparsearch.sparsity.plan import SparsityPlan
+from sparsearch.spec import SubnetSpec
+from sparsearch.train import TrainSettings, make_optimizer
+
+__all__ = [
+    "Recipe",
+    "RecipeContext",
+    "create_recipe",
+    "list_recipes",
+    "mask_flip_rate",
+    "recipe_knobs",
+    "register_recipe",
+]
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass
+class RecipeContext:
+    """Everything a recipe needs to train one subnet.
+
+    Attributes:
+        model: the dense, seeded model on its device.
+        spec: the subnet's spec.
+        plan: per-layer patterns and sparsities; ``plan.masks(model, fraction=f)``.
+        settings: epochs, lr, optimiser, batch size.
+        train_batches: returns one epoch of shuffled training batches.
+        log_metric: ``log_metric(key, value, epoch)``, e.g. the mask-flip rate per epoch.
+    """
+
+    model: nn.Module
+    spec: SubnetSpec
+    plan: SparsityPlan
+    settings: TrainSettings
+    train_batches: Callable[[], Iterable[Batch]]
+    log_metric: Callable[[str, float, int], None]
+
+    def optimizer(self, params: Iterable[nn.Parameter] | None = None) -> torch.optim.Optimizer:
+        """A fresh optimiser (from the settings) over ``params`` or all model parameters."""
+        return make_optimizer(self.model.parameters() if params is None else params,
+                              self.settings)
+
+
+class Recipe(ABC):
+    """Base class of training recipes; subclasses register with ``@register_recipe``."""
+
+    name: ClassVar[str]
+    # Searchable knobs and their defaults ("<name>.<knob>" in a space file).
+    knobs: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, **knobs: Any) -> None:
+        unknown = set(knobs) - set(self.knobs)
+        if unknown:
+            raise ValueError(f"recipe {self.name} has no knob {sorted(unknown)[0]!r}; "
+                             f"allowed: {sorted(self.knobs)}")
+        self.options = {**self.knobs, **knobs}
+
+    @abstractmethod
+    def run(self, ctx: RecipeContext) -> None:
+        """Trains ``ctx.model`` in place and leaves the final masks applied."""
+
+
+_RECIPES: dict[str, type[Recipe]] = {}
+
+
+def register_recipe(cls: type[Recipe]) -> type[Recipe]:
+    _RECIPES[cls.name] = cls
+    return cls
+
+
+def list_recipes() -> list[str]:
+    return sorted(_RECIPES)
+
+
+def recipe_knobs(name: str) -> dict[str, Any]:
+    """The searchable knobs of a recipe with their defaults."""
+    if name not in _RECIPES:
+        raise ValueError(f"recipe must be one of {list_recipes()}, got {name!r}")
+    return dict(_RECIPES[name].knobs)
+
+
+def create_recipe(name: str, **knobs: Any) -> Recipe:
+    if name not in _RECIPES:
+        raise ValueError(f"recipe must be one of {list_recipes()}, got {name!r}")
+    return _RECIPES[name](**knobs)
+
+
+def mask_flip_rate(old: dict[str, torch.Tensor], new: dict[str, torch.Tensor]) -> float:
+    """Normalised SAD (SR-STE): flipped mask entries / all entries, over shared layers."""
+    flips = total = 0
+    for name, mask in new.items():
+        prev = old.get(name)
+        if prev is None:
+            prev = torch.ones_like(mask)
+        flips += int((prev ^ mask).sum())
+        total += mask.numel()
+    return flips / total if total else 0.0

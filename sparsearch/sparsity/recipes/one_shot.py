@@ -1,0 +1,28 @@
+"""one_shot: train dense, prune once by magnitude, fine-tune with the mask fixed.
+
+The classic train-prune-finetune pipeline (Han et al. 2015; NVIDIA ASP for N:M).
+"""
+
+from __future__ import annotations
+
+from sparsearch.sparsity.masking import apply_masks
+from sparsearch.sparsity.recipes._base import Recipe, RecipeContext, register_recipe
+from sparsearch.train import train_epoch
+
+
+@register_recipe
+class OneShot(Recipe):
+    name = "one_shot"
+    # prune_at: fraction of the epochs trained dense before the single pruning step.
+    knobs = {"prune_at": 0.5}
+
+    def run(self, ctx: RecipeContext) -> None:
+        epochs = ctx.settings.epochs
+        dense_epochs = min(epochs - 1, max(0, round(epochs * float(self.options["prune_at"]))))
+        optimizer = ctx.optimizer()
+        for _ in range(dense_epochs):
+            train_epoch(ctx.model, ctx.train_batches(), optimizer)
+        apply_masks(ctx.model, ctx.plan.masks(ctx.model))
+        optimizer = ctx.optimizer()
+        for _ in range(dense_epochs, epochs):
+            train_epoch(ctx.model, ctx.train_batches(), optimizer)
