@@ -1,5 +1,12 @@
 """Sparsity: patterns (which weights), allocation (how much per layer), masking, recipes."""
 
+from sparsearch.sparsity.allocation import (
+    allocate,
+    allocation_options,
+    erk_densities,
+    list_allocations,
+    register_allocation,
+)
 from sparsearch.sparsity.masking import (
     WeightMask,
     apply_masks,
@@ -9,17 +16,36 @@ from sparsearch.sparsity.masking import (
     prunable_layers,
     remove_masks,
 )
-from sparsearch.sparsity.patterns import n_pruned, nm_mask, unstructured_mask
+from sparsearch.sparsity.patterns import (
+    block_mask,
+    channel_mask,
+    layer_mask,
+    list_patterns,
+    n_pruned,
+    nm_mask,
+    register_pattern,
+    unstructured_mask,
+)
 
 __all__ = [
     "WeightMask",
+    "allocate",
+    "allocation_options",
     "apply_masks",
+    "block_mask",
+    "channel_mask",
     "count_nnz",
     "current_masks",
     "density",
+    "erk_densities",
+    "layer_mask",
+    "list_allocations",
+    "list_patterns",
     "n_pruned",
     "nm_mask",
     "prunable_layers",
+    "register_allocation",
+    "register_pattern",
     "remove_masks",
     "unstructured_mask",
 ]
