@@ -1,0 +1,155 @@
+"""The sparsearch application: one search from a composed Hydra config to its report.
+
+``python -m sparsearch`` composes the config (``__main__``) and calls ``run``; tests and
+scripts can call ``run`` with a composed config too.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from sparsearch.config import ConfigError, SparsearchConfig, validate
+
+__all__ = ["run", "run_search"]
+
+log = logging.getLogger("sparsearch")
+
+
+def _quiet_libraries() -> None:
+    import mlflow  # noqa: F401  (it sets its loggers' levels on import: override after)
+
+    for name in ("alembic", "mlflow", "optuna", "ray", "urllib3", "matplotlib"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _pattern_text(spec: dict[str, Any]) -> str:
+    if spec["pattern"] == "nm":
+        return f"nm {spec['nm']}"
+    if spec["pattern"] == "block":
+        return f"block {spec['block']}"
+    return spec["pattern"]
+
+
+def print_report(report: Any, setup: Any, console: Any) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"Pareto-optimal subnets of {setup.cfg.name} "
+                        f"({setup.cfg.search.strategy}, {report.n_complete} complete, "
+                        f"{report.n_failed} failed)")
+    for col in ("rank", "trial", "val acc", "test acc", "density", "nnz", "FLOPs",
+                "pattern", "allocation", "recipe"):
+        table.add_column(col, justify="right" if col not in ("pattern", "allocation", "recipe")
+                         else "left")
+    d = report.dense
+    table.add_row("dense", "-", f"{d['accuracy']:.4f}", f"{d['test_accuracy']:.4f}", "1.000",
+                  f"{int(d['nnz'])}", f"{int(d['flops'])}", "dense", "-", "-",
+                  style="cyan")
+    for e in report.front:
+        m = e.metrics
+        table.add_row(str(e.rank), str(e.key), f"{m['accuracy']:.4f}",
+                      f"{m.get('test_accuracy', float('nan')):.4f}", f"{m['density']:.3f}",
+                      f"{int(m['nnz'])}", f"{int(m['flops'])}", _pattern_text(e.spec),
+                      e.spec["allocation"], e.spec["recipe"])
+    console.print(table)
+    console.print(f"hypervolume {report.hypervolume:.4f} "
+                  f"(reference {dict(zip([m for m, _ in report.objectives], report.reference))})")
+    for name, path in report.paths.items():
+        console.print(f"  {name:<12} {path}")
+
+
+def run_search(cfg: SparsearchConfig, run_dir: Path, *, console: Any = None) -> Any:
+    """Runs one validated search in ``run_dir``; returns its SearchReport."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from sparsearch.search.report import dense_baseline, finalize_search
+    from sparsearch.search.setup import config_dict, prepare_search
+    from sparsearch.search.strategies import create_sampler
+    from sparsearch.search.study import budget_used, open_study, recover_stale
+    from sparsearch.tracking import Tracker
+
+    # Piped output gets a wide table instead of rich's 80-column default.
+    console = console or Console(width=None if sys.stdout.isatty() else 150)
+    validate(cfg)
+    setup = prepare_search(cfg, run_dir)
+    if cfg.search.strategy == "dass":
+        raise ConfigError("not supported: search.strategy=dass in this version; "
+                          "allowed: random, tpe, nsga2")
+    if cfg.runner.kind == "ray":
+        raise ConfigError("not supported: runner.kind=ray in this version; allowed: local")
+    if "latency_ms" in {m for m, _ in setup.objectives}:
+        raise ConfigError("not supported: latency_ms as an objective in this version; "
+                          "allowed: accuracy, loss, density, nnz, flops, train_s")
+    _quiet_libraries()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tracker = Tracker(cfg.tracking.uri, setup.experiment)
+    parent = tracker.start_search(
+        search_key=setup.search_key, run_name=f"{setup.study_name}-{cfg.search.strategy}",
+        params={"strategy": cfg.search.strategy, "space": cfg.space, "seed": cfg.seed,
+                "n_trials": cfg.search.n_trials, "timeout_s": cfg.search.timeout_s,
+                "objectives": list(cfg.search.objectives), "model": cfg.model.kind,
+                "data": cfg.data.name, "runner": cfg.runner.kind},
+        tags={"sparsearch.run_dir": str(run_dir.resolve())})
+    try:
+        import yaml
+
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(config_dict(cfg), sort_keys=False))
+        tracker.log_artifact(parent, run_dir / "config.yaml")
+        dense = dense_baseline(setup)
+        sampler = create_sampler(cfg.search.strategy, seed=cfg.seed,
+                                 n_startup_trials=cfg.search.n_startup_trials,
+                                 population_size=cfg.search.population_size)
+        study = open_study(name=setup.study_name, storage=cfg.search.storage, run_dir=run_dir,
+                           sampler=sampler, directions=setup.directions)
+        stale = recover_stale(study)
+        if stale:
+            log.info("resuming: %d interrupted trial(s) will run again", stale)
+        done = budget_used(study)
+        with Progress(TextColumn("[bold]trials"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), TextColumn("{task.fields[last]}"),
+                      console=console, transient=False) as progress:
+            task = progress.add_task("search", total=cfg.search.n_trials, completed=done,
+                                     last="")
+
+            def on_trial(key: int, status: str) -> None:
+                progress.update(task, advance=1, last=f"trial {key}: {status}")
+
+            from sparsearch.runners.local import run_local
+
+            run_local(setup, study, tracker=tracker, parent_run_id=parent, on_trial=on_trial)
+        report = finalize_search(setup, study, tracker=tracker, parent_run_id=parent,
+                                 dense=dense)
+    except BaseException:
+        tracker.end_run(parent, "KILLED")
+        raise
+    tracker.end_run(parent, "FINISHED")
+    report.paths.update({"run dir": str(run_dir), "optuna": str(run_dir / "optuna.db"),
+                         "mlflow": cfg.tracking.uri})
+    print_report(report, setup, console)
+    console.print(f"review: mlflow ui --backend-store-uri {cfg.tracking.uri}")
+    return report
+
+
+def _only_hydra_files(run_dir: Path) -> bool:
+    return all(p.name == ".hydra" or p.suffix == ".log" for p in run_dir.iterdir())
+
+
+def run(dict_cfg: Any) -> Any:
+    """Hydra task: types the config, runs the search; bad input exits with code 2."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        cfg = OmegaConf.to_object(dict_cfg)
+        return run_search(cfg, run_dir)
+    except ConfigError as err:
+        # Leave nothing behind that looks like a run, unless the dir held one already.
+        if run_dir.is_dir() and _only_hydra_files(run_dir):
+            shutil.rmtree(run_dir, ignore_errors=True)
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)

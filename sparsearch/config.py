@@ -1,0 +1,277 @@
+"""Structured configs: every config node is a dataclass registered in Hydra's ConfigStore.
+
+The YAML under ``conf/`` only chooses and overrides; the fields, their meaning and their
+units live here. ``validate`` checks values Hydra's types cannot (ranges, names) and raises
+``ConfigError`` with one line naming the field and what is allowed; the app turns that
+into exit code 2 before any work starts.
+
+Importing this module must stay cheap (no torch, no mlflow): ``--help`` goes through it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "ConfigError",
+    "DassConfig",
+    "DataConfig",
+    "ExportConfig",
+    "ModelConfig",
+    "RunnerConfig",
+    "SearchConfig",
+    "SparsearchConfig",
+    "TrackingConfig",
+    "TrainConfig",
+    "register_configs",
+    "validate",
+]
+
+
+class ConfigError(ValueError):
+    """Bad input: one line naming the field and what is allowed (exit code 2)."""
+
+
+@dataclass
+class DataConfig:
+    # Dataset: digits (ships with scikit-learn) | cifar10 | imagefolder.
+    name: str = "digits"
+    # Local folder of the dataset (cifar10: the python pickle batches; imagefolder: class dirs).
+    root: str | None = None
+    # Fraction of all samples held out for validation (drives the search).
+    val_fraction: float = 0.2
+    # Fraction of all samples held out for test (read for Pareto subnets only).
+    test_fraction: float = 0.2
+    # Seed of the train/val/test split (fixed, independent of the search seed).
+    split_seed: int = 0
+    # Side of the square images after resizing (imagefolder only; null keeps the size).
+    image_size: int | None = None
+    # Use at most this many samples of the dataset (null: all); for quick runs.
+    limit: int | None = None
+
+
+@dataclass
+class ModelConfig:
+    # Model family: mlp | cnn | timm.
+    kind: str = "mlp"
+    # timm model name (kind=timm), e.g. resnet18; built with pretrained=False.
+    name: str = "resnet18"
+    # Hidden widths of the MLP (kind=mlp).
+    hidden: list[int] = field(default_factory=lambda: [256, 256])
+    # Channels of the three convolutions of the small CNN (kind=cnn).
+    channels: list[int] = field(default_factory=lambda: [32, 64, 64])
+    # Dropout between MLP layers.
+    dropout: float = 0.0
+    # Image size passed to timm models that take one (ViTs); null: the model's default.
+    img_size: int | None = None
+
+
+@dataclass
+class TrainConfig:
+    # Epochs per trial, all recipe phases together (a space's `epochs` param overrides it).
+    epochs: int = 20
+    # Learning rate (a space's `lr` param overrides it).
+    lr: float = 1.0e-2
+    # L2 weight decay (a space's `weight_decay` param overrides it).
+    weight_decay: float = 0.0
+    # Optimiser: adam | sgd (momentum 0.9).
+    optimizer: str = "adam"
+    # Training batch size (a space's `batch_size` param overrides it).
+    batch_size: int = 64
+    # Device: cpu | cuda | auto (cuda when available).
+    device: str = "cpu"
+    # torch threads per trial (null: torch's default).
+    threads: int | None = None
+
+
+@dataclass
+class DassConfig:
+    # Supernet: macro (per-layer choice over the space's patterns) | cell (DARTS cells).
+    supernet: str = "macro"
+    # Points each continuous space dimension is discretised to for the supernet.
+    levels: int = 4
+    # Cost weights swept for the Pareto front; one derived subnet per value.
+    lambdas: list[float] = field(default_factory=lambda: [0.0, 0.5, 1.0, 2.0])
+    # Cost term: density | flops (expected under softmax(alpha)).
+    cost: str = "density"
+    # Epochs of dense warm-up, mask learning and fine-tune (the three DASS phases).
+    warmup_epochs: int = 2
+    search_epochs: int = 6
+    finetune_epochs: int = 2
+    # Architecture-parameter learning rate (Adam, betas 0.5/0.999 as in DARTS).
+    alpha_lr: float = 3.0e-3
+    # Derivation of the subnet: argmax | pt (perturbation-based, DARTS-PT).
+    derive: str = "argmax"
+    # Use the second-order (unrolled) architecture gradient.
+    second_order: bool = False
+    # Cell supernet size (supernet=cell): initial channels and number of cells.
+    init_channels: int = 8
+    cells: int = 3
+
+
+@dataclass
+class SearchConfig:
+    # Strategy: random | tpe | nsga2 (Optuna samplers) | dass (differentiable).
+    strategy: str = "tpe"
+    # Trial budget (null: only timeout_s bounds the search).
+    n_trials: int | None = 20
+    # Wall-clock budget in seconds (null: only n_trials bounds the search).
+    timeout_s: float | None = None
+    # Objectives as "metric:direction"; metrics: accuracy, loss, density, nnz, flops,
+    # latency_ms, train_s; directions: max | min.
+    objectives: list[str] = field(default_factory=lambda: ["accuracy:max", "density:min"])
+    # Hypervolume reference per metric (missing: accuracy 0, density 1, nnz/flops dense).
+    reference: dict[str, float] = field(default_factory=dict)
+    # Optuna study name (null: the experiment name).
+    study_name: str | None = None
+    # Optuna storage URL (null: sqlite file optuna.db in the run dir, so reruns resume).
+    storage: str | None = None
+    # TPE: random trials before the model kicks in.
+    n_startup_trials: int = 10
+    # NSGA-II: population size.
+    population_size: int = 16
+    # Differentiable search settings (strategy=dass).
+    dass: DassConfig = field(default_factory=DassConfig)
+
+
+@dataclass
+class RunnerConfig:
+    # Runner: local (in-process) | ray (Ray Tune).
+    kind: str = "local"
+    # Ray cluster address: null starts a local Ray; auto or HOST:PORT joins a cluster.
+    address: str | None = None
+    # Resources of one trial (cpu, gpu; fractional gpu allowed).
+    resources_per_trial: dict[str, float] = field(
+        default_factory=lambda: {"cpu": 1.0, "gpu": 0.0})
+    # Trials running at once (null: as many as the resources allow).
+    max_concurrent_trials: int | None = None
+    # Retries of a trial whose worker died.
+    max_failures: int = 1
+    # Where Ray Tune keeps its state (null: <run dir>/ray); must be shared on a cluster.
+    storage_path: str | None = None
+
+
+@dataclass
+class TrackingConfig:
+    # MLflow tracking URI: sqlite:///path.db or an http:// server.
+    uri: str = "sqlite:///outputs/mlflow.db"
+    # MLflow experiment name (null: the experiment name of the config).
+    experiment: str | None = None
+
+
+@dataclass
+class ExportConfig:
+    # Export every Pareto subnet with measured sparse kernels.
+    enabled: bool = True
+    # Batch-size classes at which kernels are timed against dense.
+    batch_sizes: list[int] = field(default_factory=lambda: [1, 32, 256])
+    # Register each export in the MLflow model registry (alias per Pareto rank).
+    register: bool = True
+
+
+@dataclass
+class SparsearchConfig:
+    # Name of this search (MLflow experiment, study name, output folder).
+    name: str = "sparsearch"
+    # Seed of sampling, initialisation and data order.
+    seed: int = 0
+    # Search space: a name from search_spaces/ or a path to a space YAML file.
+    space: str = "digits_mlp"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    runner: RunnerConfig = field(default_factory=RunnerConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+
+
+def register_configs() -> None:
+    """Registers the schema of the top config and of each group in the ConfigStore."""
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    cs.store(name="base_config", node=SparsearchConfig)
+    for group, node in (("data", DataConfig), ("model", ModelConfig), ("search", SearchConfig),
+                        ("runner", RunnerConfig), ("tracking", TrackingConfig),
+                        ("export", ExportConfig)):
+        cs.store(group=group, name=f"base_{group}", node=node)
+
+
+METRICS = ("accuracy", "loss", "density", "nnz", "flops", "latency_ms", "train_s")
+STRATEGIES = ("random", "tpe", "nsga2", "dass")
+
+
+def _one_of(key: str, value: Any, allowed: tuple[str, ...] | list[str]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key} must be one of {list(allowed)}, got {value!r}")
+
+
+def parse_objectives(objectives: list[str]) -> list[tuple[str, str]]:
+    """["accuracy:max", ...] -> [("accuracy", "max"), ...], checked."""
+    out = []
+    for text in objectives:
+        metric, _, direction = str(text).partition(":")
+        _one_of("search.objectives metric", metric, METRICS)
+        _one_of(f"search.objectives direction of {metric}", direction, ("max", "min"))
+        out.append((metric, direction))
+    if not out:
+        raise ConfigError("search.objectives must name at least one metric:direction")
+    if len({m for m, _ in out}) != len(out):
+        raise ConfigError(f"search.objectives names a metric twice: {objectives}")
+    return out
+
+
+def validate(cfg: SparsearchConfig) -> SparsearchConfig:
+    """Checks ranges and names of a composed config.
+
+    Raises:
+        ConfigError: the first bad field, in one line.
+    """
+    _one_of("data.name", cfg.data.name, ("digits", "cifar10", "imagefolder"))
+    for key in ("val_fraction", "test_fraction"):
+        value = getattr(cfg.data, key)
+        if not 0.0 < value < 0.5:
+            raise ConfigError(f"data.{key} must be in (0, 0.5), got {value}")
+    _one_of("model.kind", cfg.model.kind, ("mlp", "cnn", "timm"))
+    if cfg.train.epochs < 1:
+        raise ConfigError(f"train.epochs must be >= 1, got {cfg.train.epochs}")
+    if cfg.train.lr <= 0:
+        raise ConfigError(f"train.lr must be > 0, got {cfg.train.lr}")
+    if cfg.train.batch_size < 1:
+        raise ConfigError(f"train.batch_size must be >= 1, got {cfg.train.batch_size}")
+    _one_of("train.optimizer", cfg.train.optimizer, ("adam", "sgd"))
+    _one_of("train.device", cfg.train.device, ("cpu", "cuda", "auto"))
+    _one_of("search.strategy", cfg.search.strategy, STRATEGIES)
+    if cfg.search.n_trials is None and cfg.search.timeout_s is None:
+        raise ConfigError("search.n_trials and search.timeout_s are both null: set a budget")
+    if cfg.search.n_trials is not None and cfg.search.n_trials < 1:
+        raise ConfigError(f"search.n_trials must be >= 1 or null, got {cfg.search.n_trials}")
+    if cfg.search.timeout_s is not None and cfg.search.timeout_s <= 0:
+        raise ConfigError(f"search.timeout_s must be > 0 or null, got {cfg.search.timeout_s}")
+    objectives = parse_objectives(list(cfg.search.objectives))
+    for metric in cfg.search.reference:
+        if metric not in {m for m, _ in objectives}:
+            raise ConfigError(f"search.reference.{metric} is not one of the objectives "
+                              f"{[m for m, _ in objectives]}")
+    _one_of("search.dass.supernet", cfg.search.dass.supernet, ("macro", "cell"))
+    _one_of("search.dass.cost", cfg.search.dass.cost, ("density", "flops"))
+    _one_of("search.dass.derive", cfg.search.dass.derive, ("argmax", "pt"))
+    if cfg.search.dass.levels < 2:
+        raise ConfigError(f"search.dass.levels must be >= 2, got {cfg.search.dass.levels}")
+    if not cfg.search.dass.lambdas or any(v < 0 for v in cfg.search.dass.lambdas):
+        raise ConfigError(f"search.dass.lambdas must be a non-empty list of values >= 0, "
+                          f"got {list(cfg.search.dass.lambdas)}")
+    _one_of("runner.kind", cfg.runner.kind, ("local", "ray"))
+    for key in cfg.runner.resources_per_trial:
+        _one_of("runner.resources_per_trial key", key, ("cpu", "gpu"))
+    if cfg.runner.max_failures < 0:
+        raise ConfigError(f"runner.max_failures must be >= 0, got {cfg.runner.max_failures}")
+    if not (cfg.tracking.uri.startswith(("sqlite:///", "http://", "https://", "postgresql",
+                                         "mysql", "databricks"))):
+        raise ConfigError(f"tracking.uri must be sqlite:///PATH or an http(s):// MLflow server "
+                          f"(MLflow 3 has no file store), got {cfg.tracking.uri!r}")
+    if any(b < 1 for b in cfg.export.batch_sizes):
+        raise ConfigError(f"export.batch_sizes must be >= 1, got {list(cfg.export.batch_sizes)}")
+    return cfg

@@ -1,0 +1,154 @@
+"""evaluate(spec): build the model, train it with the spec's recipe, measure it.
+
+This is the one place where a SubnetSpec becomes numbers. Random search, TPE, NSGA-II and
+the subnets DASS derives all meet here, under any runner, so their results compare.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from sparsearch.data import DataSplits, iterate_batches
+from sparsearch.spec import SubnetSpec
+
+__all__ = ["EvalContext", "TrialResult", "build_model", "evaluate", "accuracy_on_test"]
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    """What one trial produced.
+
+    Attributes:
+        status: complete | failed | pruned.
+        metrics: accuracy and loss (val split), density, nnz, params, flops, train_s, ...
+        reason: why a trial failed (None when complete).
+    """
+
+    status: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"status": self.status, "metrics": dict(self.metrics), "reason": self.reason}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrialResult:
+        return cls(status=data["status"], metrics=dict(data.get("metrics", {})),
+                   reason=data.get("reason"))
+
+
+@dataclass(frozen=True)
+class EvalContext:
+    """Everything besides the spec that a trial needs; plain data, picklable for Ray.
+
+    Attributes:
+        data: the dataset splits (CPU tensors).
+        model: ``{"kind": ..., **options}`` for ``sparsearch.models.create_model``.
+        train: default training settings (``epochs``, ``lr``, ...); the spec overrides.
+        seed: seed of initialisation and data order.
+        device: cpu | cuda | auto.
+        threads: torch threads for this trial (None: leave torch's default).
+    """
+
+    data: DataSplits
+    model: dict[str, Any]
+    train: dict[str, Any]
+    seed: int = 0
+    device: str = "cpu"
+    threads: int | None = None
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def build_model(ctx: EvalContext, *, seed: int | None = None) -> nn.Module:
+    """The context's model, freshly initialised from ``seed`` (default: the context's)."""
+    from sparsearch.models import create_model
+
+    torch.manual_seed(ctx.seed if seed is None else seed)
+    options = {k: v for k, v in ctx.model.items() if k != "kind"}
+    return create_model(ctx.model["kind"], in_shape=ctx.data.in_shape,
+                        num_classes=ctx.data.num_classes, **options)
+
+
+def _settings(spec: SubnetSpec, ctx: EvalContext):
+    from sparsearch.train import TrainSettings
+
+    base = dict(ctx.train)
+    for key in ("lr", "epochs", "batch_size", "weight_decay"):
+        if key in spec.hparams:
+            base[key] = spec.hparams[key]
+    return TrainSettings(epochs=int(base["epochs"]), lr=float(base["lr"]),
+                         weight_decay=float(base["weight_decay"]),
+                         optimizer=str(base["optimizer"]), batch_size=int(base["batch_size"]))
+
+
+def evaluate(
+    spec: SubnetSpec,
+    ctx: EvalContext,
+    *,
+    log_metric: Callable[[str, float, int], None] | None = None,
+) -> tuple[TrialResult, nn.Module | None]:
+    """Builds, trains and measures one subnet on the val split.
+
+    Returns:
+        The TrialResult and the trained model (masks applied), or None when it failed.
+        A diverging loss or an unsupported combination is a failed trial with its reason,
+        not an exception: the search goes on.
+    """
+    from sparsearch.metrics import subnet_metrics
+    from sparsearch.sparsity.plan import SparsityPlan
+    from sparsearch.sparsity.recipes import RecipeContext, create_recipe
+    from sparsearch.train import DivergedError, accuracy_and_loss
+
+    if ctx.threads:
+        torch.set_num_threads(int(ctx.threads))
+    device = _device(ctx.device)
+    data = ctx.data.to(device)
+    settings = _settings(spec, ctx)
+    generator = torch.Generator().manual_seed(ctx.seed)
+    started = time.perf_counter()
+    try:
+        model = build_model(ctx).to(device)
+        knobs = {k.split(".", 1)[1]: v for k, v in spec.options.items()
+                 if k.startswith(f"{spec.recipe}.")}
+        recipe = create_recipe(spec.recipe, **knobs)
+        recipe_ctx = RecipeContext(
+            model=model, spec=spec, plan=SparsityPlan(spec, model), settings=settings,
+            train_batches=lambda: iterate_batches(data.train, settings.batch_size,
+                                                  generator=generator),
+            log_metric=log_metric or (lambda key, value, step: None),
+        )
+        recipe.run(recipe_ctx)
+        accuracy, loss = accuracy_and_loss(model, iterate_batches(data.val, 1024))
+    except DivergedError as err:
+        return TrialResult("failed", {"train_s": time.perf_counter() - started},
+                           f"diverged: {err}"), None
+    except (ValueError, NotImplementedError) as err:
+        return TrialResult("failed", {"train_s": time.perf_counter() - started},
+                           f"{type(err).__name__}: {err}"), None
+    train_s = time.perf_counter() - started
+    if not math.isfinite(loss):
+        return TrialResult("failed", {"train_s": train_s}, f"diverged: val loss {loss}"), None
+    metrics = {"accuracy": accuracy, "loss": loss, "train_s": train_s,
+               **subnet_metrics(model, data.val[0][:1])}
+    return TrialResult("complete", metrics), model
+
+
+def accuracy_on_test(model: nn.Module, data: DataSplits) -> float:
+    """Top-1 accuracy on the test split (read for Pareto subnets only)."""
+    from sparsearch.train import accuracy_and_loss
+
+    device = next(model.parameters()).device
+    pair = (data.test[0].to(device), data.test[1].to(device))
+    return accuracy_and_loss(model, iterate_batches(pair, 1024))[0]

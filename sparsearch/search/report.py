@@ -1,0 +1,171 @@
+"""The end of a search: the Pareto front, test accuracy of its subnets, records and plot.
+
+Runs after every runner, over what the study holds (so a resumed search reports on all of
+its trials, and a rerun of a finished search only re-derives the same records).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sparsearch.pareto import hypervolume, pareto_front
+from sparsearch.search.setup import SearchSetup
+from sparsearch.search.study import trial_key
+
+__all__ = ["FrontEntry", "SearchReport", "default_reference", "finalize_search"]
+
+
+@dataclass
+class FrontEntry:
+    """One Pareto subnet: rank 0 is the best in the first objective."""
+
+    rank: int
+    key: int
+    run_id: str | None
+    spec: dict[str, Any]
+    metrics: dict[str, float]
+
+
+@dataclass
+class SearchReport:
+    """What a finished search reports."""
+
+    objectives: list[tuple[str, str]]
+    reference: list[float]
+    hypervolume: float
+    front: list[FrontEntry]
+    n_complete: int
+    n_failed: int
+    dense: dict[str, float]
+    paths: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "objectives": [f"{m}:{d}" for m, d in self.objectives],
+            "reference": self.reference,
+            "hypervolume": self.hypervolume,
+            "n_complete": self.n_complete,
+            "n_failed": self.n_failed,
+            "dense": self.dense,
+            "front": [entry.__dict__ for entry in self.front],
+        }
+
+
+def default_reference(metric: str, dense: dict[str, float], num_classes: int) -> float:
+    """The hypervolume bound of a metric: the worst value that still counts."""
+    defaults = {"accuracy": 0.0, "density": 1.0, "nnz": dense.get("nnz"),
+                "flops": dense.get("flops"), "loss": math.log(num_classes),
+                "latency_ms": dense.get("latency_ms")}
+    value = defaults.get(metric)
+    if value is None:
+        raise ValueError(f"search.reference.{metric} must be set: it has no default bound")
+    return float(value)
+
+
+def dense_baseline(setup: SearchSetup) -> dict[str, float]:
+    """Trains the dense model once per run dir (cached in dense.json): the yardstick."""
+    from sparsearch.evaluate import accuracy_on_test, evaluate
+    from sparsearch.spec import SubnetSpec
+
+    path = setup.run_dir / "dense.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    result, model = evaluate(SubnetSpec(pattern="dense"), setup.ctx)
+    if model is None:
+        raise RuntimeError(f"the dense baseline failed: {result.reason}")
+    dense = {**result.metrics, "test_accuracy": accuracy_on_test(model, setup.ctx.data)}
+    path.write_text(json.dumps(dense, indent=1))
+    return dense
+
+
+def _plot(path: Path, setup: SearchSetup, points: list[list[float]], front: list[int],
+          dense: dict[str, float]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    (mx, dx), (my, dy) = setup.objectives[1], setup.objectives[0]
+    fig, ax = plt.subplots(figsize=(6, 4.2), dpi=110)
+    ax.scatter([p[1] for p in points], [p[0] for p in points], s=14, c="#9aa5b1",
+               label="trials")
+    fp = sorted((points[i] for i in front), key=lambda p: p[1])
+    ax.plot([p[1] for p in fp], [p[0] for p in fp], "o-", c="#d1495b", ms=5,
+            label="Pareto front")
+    if mx in dense and my in dense:
+        ax.scatter([dense[mx]], [dense[my]], marker="*", s=120, c="#00798c", label="dense")
+    ax.set_xlabel(f"{mx} ({dx})")
+    ax.set_ylabel(f"{my} ({dy})")
+    ax.set_title(f"{setup.cfg.name}: {setup.cfg.search.strategy}")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def finalize_search(setup: SearchSetup, study: Any, *, tracker: Any, parent_run_id: str,
+                    dense: dict[str, float]) -> SearchReport:
+    """Derives the front, scores its subnets on test, tags runs, writes pareto.json/png."""
+    from optuna.trial import TrialState
+
+    from sparsearch.evaluate import accuracy_on_test
+    from sparsearch.search.study import STALE
+    from sparsearch.search.trial import load_trial_model, trial_dir
+
+    trials = study.get_trials(deepcopy=False)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    n_failed = sum(1 for t in trials if t.state == TrialState.FAIL
+                   and not t.user_attrs.get(STALE))
+    points = [list(t.values) for t in complete]
+    directions = setup.directions
+    front = pareto_front(points, directions)
+    first_sign = -1.0 if directions[0] == "max" else 1.0
+    front.sort(key=lambda i: first_sign * points[i][0])
+    reference = [float(setup.cfg.search.reference[m]) if m in setup.cfg.search.reference
+                 else default_reference(m, dense, setup.ctx.data.num_classes)
+                 for m, _ in setup.objectives]
+    volume = hypervolume(points, reference, directions)
+    runs = tracker.trial_runs(setup.search_key)
+    front_keys = {trial_key(complete[i]) for i in front}
+    for key, run_id in runs.items():
+        if key not in front_keys:
+            tracker.set_tags(run_id, {"pareto": "false"})
+    entries = []
+    for rank, i in enumerate(front):
+        t = complete[i]
+        key = trial_key(t)
+        metrics = dict(t.user_attrs.get("sparsearch.metrics", {}))
+        cached = trial_dir(setup.run_dir, key) / "test.json"
+        if cached.exists():
+            metrics["test_accuracy"] = json.loads(cached.read_text())["test_accuracy"]
+        else:
+            model = load_trial_model(setup.ctx, setup.run_dir, key)
+            metrics["test_accuracy"] = accuracy_on_test(model, setup.ctx.data)
+            cached.write_text(json.dumps({"test_accuracy": metrics["test_accuracy"]}))
+        spec = json.loads((trial_dir(setup.run_dir, key) / "spec.json").read_text())
+        run_id = runs.get(key)
+        if run_id is not None:
+            tracker.set_tags(run_id, {"pareto": "true", "pareto_rank": rank})
+            tracker.log_metrics(run_id, {"test_accuracy": metrics["test_accuracy"]})
+        entries.append(FrontEntry(rank=rank, key=key, run_id=run_id, spec=spec, metrics=metrics))
+    report = SearchReport(objectives=setup.objectives, reference=reference, hypervolume=volume,
+                          front=entries, n_complete=len(complete), n_failed=n_failed,
+                          dense=dense)
+    json_path = setup.run_dir / "pareto.json"
+    json_path.write_text(json.dumps(report.to_dict(), indent=1))
+    report.paths["pareto.json"] = str(json_path)
+    tracker.log_artifact(parent_run_id, json_path)
+    if len(setup.objectives) >= 2 and points:
+        png = setup.run_dir / "pareto.png"
+        _plot(png, setup, points, front, dense)
+        tracker.log_artifact(parent_run_id, png)
+        report.paths["pareto.png"] = str(png)
+    tracker.log_metrics(parent_run_id, {
+        "hypervolume": volume, "n_complete": len(complete), "n_failed": n_failed,
+        **{f"dense_{k}": v for k, v in dense.items()}})
+    return report

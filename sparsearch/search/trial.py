@@ -1,0 +1,113 @@
+"""One trial, wherever it runs: evaluate a spec, keep its weights, record it in MLflow.
+
+``run_trial`` takes a ``TrialJob`` (plain, picklable data) so the local runner and Ray
+workers execute exactly the same code and leave exactly the same records: a child run
+under the search's parent run, and ``trials/<key>/`` in the run dir with the spec, the
+result and the trained weights (masked weights stored as exact zeros).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sparsearch.evaluate import EvalContext, TrialResult
+from sparsearch.spec import SubnetSpec
+
+__all__ = ["TrialJob", "load_trial_model", "run_trial", "trial_dir"]
+
+
+@dataclass(frozen=True)
+class TrialJob:
+    """Everything one trial needs.
+
+    Attributes:
+        spec: the subnet to build and train.
+        key: the trial's stable identity (Optuna number of its first attempt).
+        number: this attempt's Optuna trial number.
+        ctx: data, model, training defaults, seed, device.
+        run_dir: the search's run dir (shared storage when trials run on several nodes).
+        tracking_uri, experiment, search_key, parent_run_id: where to record it.
+        extra_params: added to the child run's params (e.g. the strategy).
+    """
+
+    spec: SubnetSpec
+    key: int
+    number: int
+    ctx: EvalContext
+    run_dir: str
+    tracking_uri: str
+    experiment: str
+    search_key: str
+    parent_run_id: str
+    extra_params: dict[str, Any]
+
+
+def trial_dir(run_dir: str | Path, key: int) -> Path:
+    return Path(run_dir) / "trials" / f"{key:05d}"
+
+
+def _save_weights(model: Any, path: Path) -> None:
+    import copy
+
+    from safetensors.torch import save_file
+
+    from sparsearch.sparsity.masking import remove_masks
+
+    baked = copy.deepcopy(model).cpu()
+    remove_masks(baked)
+    save_file({k: v.contiguous() for k, v in baked.state_dict().items()}, str(path))
+
+
+def load_trial_model(job_ctx: EvalContext, run_dir: str | Path, key: int) -> Any:
+    """Rebuilds a trial's trained subnet from ``trials/<key>/weights.safetensors``."""
+    from safetensors.torch import load_file
+
+    from sparsearch.evaluate import build_model
+
+    model = build_model(job_ctx)
+    model.load_state_dict(load_file(str(trial_dir(run_dir, key) / "weights.safetensors")))
+    model.eval()
+    return model
+
+
+def run_trial(job: TrialJob, *, tracker: Any = None) -> TrialResult:
+    """Evaluates ``job.spec`` and records it; returns the TrialResult.
+
+    Args:
+        job: the trial.
+        tracker: an open ``sparsearch.tracking.Tracker`` (one is opened when None).
+    """
+    from sparsearch.evaluate import evaluate
+    from sparsearch.tracking import Tracker
+
+    tracker = tracker or Tracker(job.tracking_uri, job.experiment)
+    run_id = tracker.trial_run(parent_id=job.parent_run_id, search_key=job.search_key,
+                               trial_key=job.key, run_name=f"trial-{job.key:04d}")
+    tracker.log_params(run_id, {**job.spec.flat_params(), **job.extra_params})
+    tracker.set_tags(run_id, {"sparsearch.spec": job.spec.to_json(),
+                              "sparsearch.optuna_number": job.number})
+    series: list[tuple[str, float, int]] = []
+    try:
+        result, model = evaluate(job.spec, job.ctx,
+                                 log_metric=lambda k, v, s: series.append((k, v, s)))
+    except Exception as err:
+        # A crash inside one trial is that trial's failure, not the search's.
+        result, model = TrialResult("failed", {}, f"{type(err).__name__}: {err}"), None
+    folder = trial_dir(job.run_dir, job.key)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "spec.json").write_text(job.spec.to_json())
+    if model is not None:
+        _save_weights(model, folder / "weights.safetensors")
+    (folder / "result.json").write_text(json.dumps(result.to_dict(), indent=1))
+    if series:
+        tracker.log_metric_series(run_id, series)
+    if result.metrics:
+        tracker.log_metrics(run_id, result.metrics)
+    tracker.set_tags(run_id, {"sparsearch.status": result.status,
+                              **({"sparsearch.fail_reason": result.reason}
+                                 if result.reason else {})})
+    tracker.end_run(run_id, "FINISHED" if result.status == "complete" else "FAILED")
+    return result

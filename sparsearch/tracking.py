@@ -1,0 +1,158 @@
+"""MLflow records: one parent run per search, one nested child run per trial.
+
+Runs are found again by tags, not remembered in memory, so a resumed search (or a Ray
+worker in another process) reattaches to the runs it already has instead of adding
+duplicates: the parent carries ``sparsearch.search_key``, a child carries the same key
+plus ``sparsearch.trial_key``. Nesting uses the ``mlflow.parentRunId`` tag, which is what
+the MLflow UI reads.
+
+With a ``sqlite:///DIR/mlflow.db`` URI, artifacts go to ``DIR/mlartifacts`` beside the
+database (MLflow 3 has no file store; a server keeps its own artifact store).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Tracker", "artifact_root_for"]
+
+SEARCH_KEY = "sparsearch.search_key"
+TRIAL_KEY = "sparsearch.trial_key"
+PARENT = "mlflow.parentRunId"
+
+
+def artifact_root_for(uri: str) -> str | None:
+    """Where a new experiment keeps artifacts: beside a sqlite database, else the server's."""
+    if uri.startswith("sqlite:///"):
+        db = Path(uri[len("sqlite:///"):]).expanduser().resolve()
+        return (db.parent / "mlartifacts").as_uri()
+    return None
+
+
+def _param_value(value: Any) -> str:
+    text = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+    return text[:6000]
+
+
+class Tracker:
+    """Writes a search into one MLflow experiment through ``MlflowClient``.
+
+    Args:
+        uri: tracking URI (``sqlite:///...`` or ``http://...``).
+        experiment: experiment name; created when missing.
+    """
+
+    def __init__(self, uri: str, experiment: str) -> None:
+        from mlflow import MlflowClient
+
+        if uri.startswith("sqlite:///"):
+            Path(uri[len("sqlite:///"):]).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        self.uri = uri
+        self.client = MlflowClient(tracking_uri=uri)
+        found = self.client.get_experiment_by_name(experiment)
+        if found is None:
+            try:
+                self.experiment_id = self.client.create_experiment(
+                    experiment, artifact_location=artifact_root_for(uri))
+            except Exception:
+                # Another process created it between our look-up and create.
+                found = self.client.get_experiment_by_name(experiment)
+                if found is None:
+                    raise
+                self.experiment_id = found.experiment_id
+        else:
+            self.experiment_id = found.experiment_id
+
+    def _find(self, filter_string: str) -> str | None:
+        runs = self.client.search_runs([self.experiment_id], filter_string=filter_string,
+                                       max_results=2, order_by=["attributes.start_time ASC"])
+        return runs[0].info.run_id if runs else None
+
+    def start_search(self, *, search_key: str, run_name: str, params: dict[str, Any],
+                     tags: dict[str, str] | None = None) -> str:
+        """Creates the search's parent run, or reopens the one with the same key."""
+        run_id = self._find(f"tags.`{SEARCH_KEY}` = '{search_key}' "
+                            f"and tags.`sparsearch.role` = 'search'")
+        if run_id is None:
+            run = self.client.create_run(self.experiment_id, run_name=run_name, tags={
+                SEARCH_KEY: search_key, "sparsearch.role": "search", **(tags or {})})
+            run_id = run.info.run_id
+            self.log_params(run_id, params)
+        else:
+            self.client.update_run(run_id, status="RUNNING")
+        return run_id
+
+    def trial_run(self, *, parent_id: str, search_key: str, trial_key: int,
+                  run_name: str) -> str:
+        """The child run of one trial: found by its key, created when missing."""
+        run_id = self._find(f"tags.`{SEARCH_KEY}` = '{search_key}' "
+                            f"and tags.`{TRIAL_KEY}` = '{trial_key}'")
+        if run_id is None:
+            run = self.client.create_run(self.experiment_id, run_name=run_name, tags={
+                SEARCH_KEY: search_key, TRIAL_KEY: str(trial_key), PARENT: parent_id,
+                "sparsearch.role": "trial"})
+            run_id = run.info.run_id
+        else:
+            self.client.update_run(run_id, status="RUNNING")
+        return run_id
+
+    def trial_runs(self, search_key: str) -> dict[int, str]:
+        """All child runs of a search, by trial key."""
+        out: dict[int, str] = {}
+        page_token = None
+        while True:
+            page = self.client.search_runs(
+                [self.experiment_id],
+                filter_string=f"tags.`{SEARCH_KEY}` = '{search_key}' "
+                              f"and tags.`sparsearch.role` = 'trial'",
+                max_results=1000, page_token=page_token)
+            for run in page:
+                out[int(run.data.tags[TRIAL_KEY])] = run.info.run_id
+            page_token = page.token
+            if not page_token:
+                return out
+
+    def log_params(self, run_id: str, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        existing = self.client.get_run(run_id).data.params
+        fresh = [Param(str(k), _param_value(v)) for k, v in params.items()
+                 if str(k) not in existing]
+        for start in range(0, len(fresh), 100):
+            self.client.log_batch(run_id, params=fresh[start:start + 100])
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float], *, step: int = 0) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(str(k), float(v), now, step) for k, v in metrics.items()]
+        for start in range(0, len(batch), 500):
+            self.client.log_batch(run_id, metrics=batch[start:start + 500])
+
+    def log_metric_series(self, run_id: str, series: list[tuple[str, float, int]]) -> None:
+        """Per-epoch values: (key, value, step) triples."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, int(s)) for k, v, s in series]
+        for start in range(0, len(batch), 500):
+            self.client.log_batch(run_id, metrics=batch[start:start + 500])
+
+    def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(run_id, tags=[RunTag(str(k), str(v)) for k, v in tags.items()])
+
+    def log_artifact(self, run_id: str, path: str | Path, artifact_path: str | None = None) -> None:
+        path = Path(path)
+        if path.is_dir():
+            self.client.log_artifacts(run_id, str(path), artifact_path)
+        else:
+            self.client.log_artifact(run_id, str(path), artifact_path)
+
+    def end_run(self, run_id: str, status: str) -> None:
+        """status: FINISHED | FAILED | KILLED."""
+        self.client.set_terminated(run_id, status=status)
