@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 import shutil
 import sys
+import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -61,9 +63,35 @@ def print_report(report: Any, setup: Any, console: Any) -> None:
         console.print(f"  {name:<12} {path}")
 
 
-def run_search(cfg: SparsearchConfig, run_dir: Path, *, console: Any = None) -> Any:
-    """Runs one validated search in ``run_dir``; returns its SearchReport."""
-    from rich.console import Console
+def _check_available(cfg: SparsearchConfig, objectives: list[tuple[str, str]]) -> None:
+    """Features that are not built yet fail here, clearly, before any work starts."""
+    from importlib.util import find_spec
+
+    if cfg.search.strategy == "dass" and find_spec("sparsearch.search.dass") is None:
+        raise ConfigError("not supported: search.strategy=dass in this version; "
+                          "allowed: random, tpe, nsga2")
+    if cfg.runner.kind == "ray" and find_spec("sparsearch.runners.ray") is None:
+        raise ConfigError("not supported: runner.kind=ray in this version; allowed: local")
+    if "latency_ms" in {m for m, _ in objectives} and find_spec("sparsearch.export") is None:
+        raise ConfigError("not supported: latency_ms as an objective in this version")
+
+
+def run_trials(setup: Any, study: Any, *, tracker: Any, parent_run_id: str,
+               on_trial: Any) -> None:
+    """Dispatches to the strategy (dass drives its own trials) or to the runner."""
+    if setup.cfg.search.strategy == "dass":
+        from sparsearch.search.dass import run_dass
+
+        run_dass(setup, study, tracker=tracker, parent_run_id=parent_run_id, on_trial=on_trial)
+        return
+    from sparsearch.runners import get_runner
+
+    get_runner(setup.cfg.runner.kind)(setup, study, tracker=tracker,
+                                      parent_run_id=parent_run_id, on_trial=on_trial)
+
+
+def run_one(cfg: SparsearchConfig, run_dir: Path, *, console: Any) -> Any:
+    """Runs one validated search (one strategy) in ``run_dir``; returns its SearchReport."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from sparsearch.search.report import dense_baseline, finalize_search
@@ -72,18 +100,9 @@ def run_search(cfg: SparsearchConfig, run_dir: Path, *, console: Any = None) -> 
     from sparsearch.search.study import budget_used, open_study, recover_stale
     from sparsearch.tracking import Tracker
 
-    # Piped output gets a wide table instead of rich's 80-column default.
-    console = console or Console(width=None if sys.stdout.isatty() else 150)
     validate(cfg)
     setup = prepare_search(cfg, run_dir)
-    if cfg.search.strategy == "dass":
-        raise ConfigError("not supported: search.strategy=dass in this version; "
-                          "allowed: random, tpe, nsga2")
-    if cfg.runner.kind == "ray":
-        raise ConfigError("not supported: runner.kind=ray in this version; allowed: local")
-    if "latency_ms" in {m for m, _ in setup.objectives}:
-        raise ConfigError("not supported: latency_ms as an objective in this version; "
-                          "allowed: accuracy, loss, density, nnz, flops, train_s")
+    _check_available(cfg, setup.objectives)
     _quiet_libraries()
     run_dir.mkdir(parents=True, exist_ok=True)
     tracker = Tracker(cfg.tracking.uri, setup.experiment)
@@ -94,13 +113,16 @@ def run_search(cfg: SparsearchConfig, run_dir: Path, *, console: Any = None) -> 
                 "objectives": list(cfg.search.objectives), "model": cfg.model.kind,
                 "data": cfg.data.name, "runner": cfg.runner.kind},
         tags={"sparsearch.run_dir": str(run_dir.resolve())})
+    started = time.monotonic()
     try:
         import yaml
 
         (run_dir / "config.yaml").write_text(yaml.safe_dump(config_dict(cfg), sort_keys=False))
         tracker.log_artifact(parent, run_dir / "config.yaml")
         dense = dense_baseline(setup)
-        sampler = create_sampler(cfg.search.strategy, seed=cfg.seed,
+        # dass records its derived subnets in a study too; its sampler is never asked.
+        sampler = create_sampler("random" if cfg.search.strategy == "dass"
+                                 else cfg.search.strategy, seed=cfg.seed,
                                  n_startup_trials=cfg.search.n_startup_trials,
                                  population_size=cfg.search.population_size)
         study = open_study(name=setup.study_name, storage=cfg.search.storage, run_dir=run_dir,
@@ -109,29 +131,67 @@ def run_search(cfg: SparsearchConfig, run_dir: Path, *, console: Any = None) -> 
         if stale:
             log.info("resuming: %d interrupted trial(s) will run again", stale)
         done = budget_used(study)
-        with Progress(TextColumn("[bold]trials"), BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn(), TextColumn("{task.fields[last]}"),
-                      console=console, transient=False) as progress:
+        with Progress(TextColumn(f"[bold]{cfg.search.strategy} trials"), BarColumn(),
+                      MofNCompleteColumn(), TimeElapsedColumn(),
+                      TextColumn("{task.fields[last]}"), console=console) as progress:
             task = progress.add_task("search", total=cfg.search.n_trials, completed=done,
                                      last="")
 
             def on_trial(key: int, status: str) -> None:
                 progress.update(task, advance=1, last=f"trial {key}: {status}")
 
-            from sparsearch.runners.local import run_local
-
-            run_local(setup, study, tracker=tracker, parent_run_id=parent, on_trial=on_trial)
+            run_trials(setup, study, tracker=tracker, parent_run_id=parent, on_trial=on_trial)
         report = finalize_search(setup, study, tracker=tracker, parent_run_id=parent,
                                  dense=dense)
     except BaseException:
         tracker.end_run(parent, "KILLED")
         raise
+    report.wall_s = time.monotonic() - started
+    tracker.log_metrics(parent, {"search_wall_s": report.wall_s})
     tracker.end_run(parent, "FINISHED")
     report.paths.update({"run dir": str(run_dir), "optuna": str(run_dir / "optuna.db"),
                          "mlflow": cfg.tracking.uri})
     print_report(report, setup, console)
-    console.print(f"review: mlflow ui --backend-store-uri {cfg.tracking.uri}")
     return report
+
+
+def run_search(cfg: SparsearchConfig, run_dir: Path, *, console: Any = None) -> Any:
+    """Runs the search, or each strategy of ``search.compare`` on the same budget.
+
+    Returns:
+        The SearchReport, or a dict strategy -> SearchReport when comparing.
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    # Piped output gets a wide table instead of rich's 80-column default.
+    console = console or Console(width=None if sys.stdout.isatty() else 150)
+    if not cfg.search.compare:
+        report = run_one(cfg, run_dir, console=console)
+        console.print(f"review: mlflow ui --backend-store-uri {cfg.tracking.uri}")
+        return report
+    for strategy in cfg.search.compare:
+        validate(replace(cfg, search=replace(cfg.search, strategy=strategy, compare=[])))
+    reports = {}
+    for strategy in cfg.search.compare:
+        sub = replace(cfg, search=replace(cfg.search, strategy=strategy, compare=[]))
+        sub_dir = run_dir / strategy
+        sub_dir.mkdir(parents=True, exist_ok=True)
+        first = run_dir / cfg.search.compare[0] / "dense.json"
+        if first.exists() and not (sub_dir / "dense.json").exists():
+            # One dense baseline for all strategies: the same hypervolume reference.
+            shutil.copy(first, sub_dir / "dense.json")
+        reports[strategy] = run_one(sub, sub_dir, console=console)
+    table = Table(title=f"{cfg.name}: strategies on the same space and budget "
+                        f"(n_trials={cfg.search.n_trials}, timeout_s={cfg.search.timeout_s})")
+    for col in ("strategy", "hypervolume", "front size", "complete", "failed", "wall s"):
+        table.add_column(col, justify="left" if col == "strategy" else "right")
+    for strategy, rep in reports.items():
+        table.add_row(strategy, f"{rep.hypervolume:.4f}", str(len(rep.front)),
+                      str(rep.n_complete), str(rep.n_failed), f"{rep.wall_s:.1f}")
+    console.print(table)
+    console.print(f"review: mlflow ui --backend-store-uri {cfg.tracking.uri}")
+    return reports
 
 
 def _only_hydra_files(run_dir: Path) -> bool:

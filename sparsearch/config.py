@@ -131,6 +131,9 @@ class SearchConfig:
     n_startup_trials: int = 10
     # NSGA-II: population size.
     population_size: int = 16
+    # Run each of these strategies in turn on the same space and budget, each as its own
+    # parent run (e.g. [random, dass]); empty: run `strategy` alone.
+    compare: list[str] = field(default_factory=list)
     # Differentiable search settings (strategy=dass).
     dass: DassConfig = field(default_factory=DassConfig)
 
@@ -244,6 +247,8 @@ def validate(cfg: SparsearchConfig) -> SparsearchConfig:
     _one_of("train.optimizer", cfg.train.optimizer, ("adam", "sgd"))
     _one_of("train.device", cfg.train.device, ("cpu", "cuda", "auto"))
     _one_of("search.strategy", cfg.search.strategy, STRATEGIES)
+    for strategy in cfg.search.compare:
+        _one_of("search.compare item", strategy, STRATEGIES)
     if cfg.search.n_trials is None and cfg.search.timeout_s is None:
         raise ConfigError("search.n_trials and search.timeout_s are both null: set a budget")
     if cfg.search.n_trials is not None and cfg.search.n_trials < 1:
