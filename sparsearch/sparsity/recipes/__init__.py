@@ -1,6 +1,14 @@
 """Training recipes: how a sparse subnet is trained (one registry, one file per recipe)."""
 
-from sparsearch.sparsity.recipes import gradual, one_shot  # noqa: F401  (fill the registry)
+from sparsearch.sparsity.recipes import (  # noqa: F401  (fill the registry)
+    gradual,
+    mdgf,
+    one_shot,
+    random_init,
+    scores,
+    sdgf,
+    sr_ste,
+)
 from sparsearch.sparsity.recipes._base import (
     Recipe,
     RecipeContext,

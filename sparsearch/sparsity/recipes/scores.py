@@ -1,0 +1,93 @@
+"""scores: learned top-k scores with a straight-through gradient (HYDRA, as in DASS).
+
+Sehwag et al., "HYDRA: Pruning Adversarially Robust Neural Networks" (NeurIPS 2020,
+arXiv 2002.10509), the pruner that DASS (Mousavi et al., arXiv 2207.06968) uses for its
+SparseConv / SparseLinear. Each layer holds a score tensor S of the weight's shape; the
+mask M = TopK(|S|) under the layer's pattern (so N:M keeps the top-N scores per group);
+the forward is W * M and the backward is straight-through for the top-k, so
+dL/dS = (dL/dW~) * W. Three phases as HYDRA's pipeline: dense pre-training
+(``pretrain``), score training with the scaled score init
+S = sqrt(6 / fan_in) * W / max|W| (so the first mask is the magnitude mask), then a
+fine-tune of the surviving weights with the mask fixed (``finetune``). In the score phase
+the weights are frozen unless ``train_weights``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from sparsearch.sparsity.masking import apply_masks, prunable_layers
+from sparsearch.sparsity.patterns import layer_mask
+from sparsearch.sparsity.plan import LayerPlan
+from sparsearch.sparsity.recipes._base import Recipe, RecipeContext, register_recipe
+from sparsearch.sparsity.recipes._dynamic_mask import split_phases
+from sparsearch.train import train_epoch
+
+__all__ = ["ScoreMask"]
+
+
+class ScoreMask(nn.Module):
+    """Parametrization ``W -> W * TopK(|S|)`` with a trainable score tensor ``scores``."""
+
+    def __init__(self, plan: LayerPlan, weight: torch.Tensor) -> None:
+        super().__init__()
+        self.plan = plan
+        fan_in = weight[0].numel()
+        with torch.no_grad():
+            # HYDRA's scaled score init: S = sqrt(6 / fan_in) * W / max|W|.
+            init = math.sqrt(6.0 / fan_in) * weight / weight.abs().max().clamp_min(1e-12)
+        self.scores = nn.Parameter(init.detach().clone())
+
+    def mask(self) -> torch.Tensor:
+        """The current top-k keep-mask of |S| under the layer's pattern."""
+        return layer_mask(self.scores.detach(), pattern=self.plan.pattern,
+                          sparsity=self.plan.sparsity, nm=self.plan.nm, block=self.plan.block)
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        magnitude = self.scores.abs()
+        # Straight-through top-k: the value is the binary mask, the gradient flows to |S|.
+        keep = self.mask().to(weight.dtype) + magnitude - magnitude.detach()
+        return weight * keep
+
+
+@register_recipe
+class Scores(Recipe):
+    name = "scores"
+    # train_weights: also train W while scores learn (HYDRA freezes W);
+    # pretrain / finetune: fractions of the epochs trained dense first / with the mask fixed.
+    knobs = {"train_weights": False, "pretrain": 0.4, "finetune": 0.3}
+
+    def run(self, ctx: RecipeContext) -> None:
+        n_pre, n_score, n_tune = split_phases(
+            ctx.settings.epochs, dense=float(self.options["pretrain"]),
+            fine_tune=float(self.options["finetune"]), recipe=self.name,
+            names=("pretrain", "finetune"))
+        optimizer = ctx.optimizer()
+        for _ in range(n_pre):
+            train_epoch(ctx.model, ctx.train_batches(), optimizer)
+
+        layers = prunable_layers(ctx.model)
+        handles: dict[str, ScoreMask] = {}
+        for name, lp in ctx.plan.layers(ctx.model).items():
+            if lp.pattern != "dense":
+                handles[name] = ScoreMask(lp, layers[name].weight)
+                parametrize.register_parametrization(layers[name], "weight", handles[name])
+        scores = [h.scores for h in handles.values()]
+        if self.options["train_weights"]:
+            optimizer = ctx.optimizer()
+        else:
+            optimizer = ctx.optimizer(scores)
+        for _ in range(n_score):
+            train_epoch(ctx.model, ctx.train_batches(), optimizer)
+
+        masks = {name: handle.mask() for name, handle in handles.items()}
+        for name in handles:
+            parametrize.remove_parametrizations(layers[name], "weight", leave_parametrized=False)
+        apply_masks(ctx.model, masks)
+        optimizer = ctx.optimizer()
+        for _ in range(n_tune):
+            train_epoch(ctx.model, ctx.train_batches(), optimizer)
