@@ -191,15 +191,14 @@ class SparsearchConfig:
 
 
 def register_configs() -> None:
-    """Registers the schema of the top config and of each group in the ConfigStore."""
+    """Registers the schema of the top config in the ConfigStore.
+
+    Group files (conf/data/*.yaml, ...) merge into its typed fields, so a misspelt key or a
+    wrong type in any group is rejected by Hydra before the app starts.
+    """
     from hydra.core.config_store import ConfigStore
 
-    cs = ConfigStore.instance()
-    cs.store(name="base_config", node=SparsearchConfig)
-    for group, node in (("data", DataConfig), ("model", ModelConfig), ("search", SearchConfig),
-                        ("runner", RunnerConfig), ("tracking", TrackingConfig),
-                        ("export", ExportConfig)):
-        cs.store(group=group, name=f"base_{group}", node=node)
+    ConfigStore.instance().store(name="base_config", node=SparsearchConfig)
 
 
 METRICS = ("accuracy", "loss", "density", "nnz", "flops", "latency_ms", "train_s")

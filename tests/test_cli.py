@@ -1,0 +1,126 @@
+"""The real command, as a user types it: end to end, resume, bad input, help."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from mlflow import MlflowClient
+
+from tests.conftest import run_cli, tiny_search_args
+
+pytestmark = pytest.mark.slow
+
+
+def search_runs(uri: str, experiment: str):
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("sparsearch.role") == "search"]
+    children = [r for r in runs if r.data.tags.get("sparsearch.role") == "trial"]
+    return client, parents, children
+
+
+def test_search_end_to_end_then_resume(tmp_path):
+    args = tiny_search_args(tmp_path)
+    first = run_cli(args, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "Pareto-optimal subnets of tiny" in first.stdout
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client, parents, children = search_runs(uri, "tiny")
+    assert len(parents) == 1 and len(children) == 3
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    assert parent.data.metrics["hypervolume"] > 0
+    assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {
+        "pareto.json", "pareto.png", "config.yaml"}
+    for child in children:
+        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert child.info.status == "FINISHED"
+        assert {"pattern", "allocation", "recipe", "lr"} <= set(child.data.params)
+        assert {"accuracy", "density", "nnz", "flops", "train_s"} <= set(child.data.metrics)
+        assert child.data.tags["pareto"] in ("true", "false")
+    front = [c for c in children if c.data.tags["pareto"] == "true"]
+    assert front and sorted(int(c.data.tags["pareto_rank"]) for c in front) == list(
+        range(len(front)))
+    assert all("test_accuracy" in c.data.metrics for c in front)
+    report = json.loads((tmp_path / "run" / "pareto.json").read_text())
+    assert len(report["front"]) == len(front)
+    assert (tmp_path / "run" / "optuna.db").exists()
+    assert (tmp_path / "run" / "trials" / "00000" / "weights.safetensors").exists()
+
+    # The same command again: a resume of a finished search runs nothing new.
+    again = run_cli(args, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    _, parents2, children2 = search_runs(uri, "tiny")
+    assert len(parents2) == 1
+    assert sorted(c.info.run_id for c in children2) == sorted(c.info.run_id for c in children)
+
+    # A larger budget on the same run dir runs only the missing trial.
+    more = run_cli([*args, "search.n_trials=4"], cwd=tmp_path)
+    assert more.returncode == 0, more.stderr[-3000:]
+    _, _, children3 = search_runs(uri, "tiny")
+    assert len(children3) == 4
+
+
+def test_diverging_trials_fail_and_the_search_goes_on(tmp_path):
+    space = tmp_path / "space.yaml"
+    space.write_text("params:\n  sparsity: {float: [0.5, 0.9]}\n"
+                     "  lr: {choice: [0.01, 1.0e+12]}\n")
+    result = run_cli([*tiny_search_args(tmp_path), f"space={space}", "search.strategy=random",
+                      "search.n_trials=4", "seed=3"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    _, _, children = search_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "tiny")
+    statuses = sorted(c.info.status for c in children)
+    assert "FAILED" in statuses and "FINISHED" in statuses
+    failed = [c for c in children if c.info.status == "FAILED"]
+    assert all("diverged" in c.data.tags["sparsearch.fail_reason"] for c in failed)
+
+
+BAD_SPACES = {
+    "unknown parameter": "params: {colour: {choice: [red]}}",
+    "bad kind": "params: {sparsity: {normal: [0.1, 0.5]}}",
+    "when on a missing parameter": "params: {nm: {choice: ['2:4'], when: {pattern: nm}}}",
+    "N >= M": "params: {pattern: {fixed: nm}, nm: {choice: ['4:4']}}",
+    "sparsity outside [0, 1)": "params: {sparsity: {float: [0.5, 1.5]}}",
+    "glob matching no layer": "params: {sparsity: 0.5}\nlayers: {'conv*': {dense: true}}",
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_SPACES))
+def test_bad_space_exits_2_with_one_line(tmp_path, case):
+    space = tmp_path / "bad.yaml"
+    space.write_text(BAD_SPACES[case])
+    result = run_cli([*tiny_search_args(tmp_path), f"space={space}"], cwd=tmp_path)
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "bad.yaml" in errors[0]
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "run").exists()
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("space=no_such_space", "space must be one of"),
+    ("search.strategy=simulated_annealing", "search.strategy must be one of"),
+    ("search.objectives=[accuracy:max,speed:min]", "search.objectives metric"),
+    ("search.n_trials=abc", None),
+    ("search.no_such_key=1", None),
+])
+def test_bad_overrides_exit_2(tmp_path, override, message):
+    result = run_cli([*tiny_search_args(tmp_path), override], cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert len([ln for ln in result.stderr.splitlines() if ln.strip()]) == 1, result.stderr
+    assert result.stderr.startswith("error:")
+    if message:
+        assert message in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_help_is_fast_and_lists_the_groups(tmp_path):
+    result = run_cli(["--help"], cwd=tmp_path, timeout=60)
+    assert result.returncode == 0
+    for group in ("data:", "model:", "search:", "runner:", "tracking:", "experiment:"):
+        assert group in result.stdout
+    assert "python -m sparsearch" in result.stdout
