@@ -86,14 +86,14 @@ class Tracker:
         return run_id
 
     def trial_run(self, *, parent_id: str, search_key: str, trial_key: int,
-                  run_name: str) -> str:
-        """The child run of one trial: found by its key, created when missing."""
+                  run_name: str, tags: dict[str, Any] | None = None) -> str:
+        """The child run of one trial: found by its key, created (with ``tags``) when missing."""
         run_id = self._find(f"tags.`{SEARCH_KEY}` = '{search_key}' "
                             f"and tags.`{TRIAL_KEY}` = '{trial_key}'")
         if run_id is None:
             run = self.client.create_run(self.experiment_id, run_name=run_name, tags={
                 SEARCH_KEY: search_key, TRIAL_KEY: str(trial_key), PARENT: parent_id,
-                "sparsearch.role": "trial"})
+                "sparsearch.role": "trial", **{k: str(v) for k, v in (tags or {}).items()}})
             run_id = run.info.run_id
         else:
             self.client.update_run(run_id, status="RUNNING")
@@ -116,28 +116,31 @@ class Tracker:
                 return out
 
     def log_params(self, run_id: str, params: dict[str, Any]) -> None:
+        """Logs params; logging the same values again (a resumed run) is a no-op in MLflow."""
         from mlflow.entities import Param
 
-        existing = self.client.get_run(run_id).data.params
-        fresh = [Param(str(k), _param_value(v)) for k, v in params.items()
-                 if str(k) not in existing]
-        for start in range(0, len(fresh), 100):
-            self.client.log_batch(run_id, params=fresh[start:start + 100])
+        batch = [Param(str(k), _param_value(v)) for k, v in params.items()]
+        for start in range(0, len(batch), 100):
+            self.client.log_batch(run_id, params=batch[start:start + 100])
+
+    def record(self, run_id: str, *, metrics: dict[str, float],
+               series: list[tuple[str, float, int]], tags: dict[str, Any]) -> None:
+        """Final metrics, per-epoch series and tags of a run, in as few writes as possible."""
+        from mlflow.entities import Metric, RunTag
+
+        now = int(time.time() * 1000)
+        points = [Metric(k, float(v), now, int(s)) for k, v, s in series]
+        points += [Metric(str(k), float(v), now, 0) for k, v in metrics.items()]
+        run_tags = [RunTag(str(k), str(v)) for k, v in tags.items()]
+        for start in range(0, max(len(points), 1), 1000):
+            self.client.log_batch(run_id, metrics=points[start:start + 1000],
+                                  tags=run_tags if start == 0 else [])
 
     def log_metrics(self, run_id: str, metrics: dict[str, float], *, step: int = 0) -> None:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
         batch = [Metric(str(k), float(v), now, step) for k, v in metrics.items()]
-        for start in range(0, len(batch), 500):
-            self.client.log_batch(run_id, metrics=batch[start:start + 500])
-
-    def log_metric_series(self, run_id: str, series: list[tuple[str, float, int]]) -> None:
-        """Per-epoch values: (key, value, step) triples."""
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, int(s)) for k, v, s in series]
         for start in range(0, len(batch), 500):
             self.client.log_batch(run_id, metrics=batch[start:start + 500])
 

@@ -85,10 +85,9 @@ def run_trial(job: TrialJob, *, tracker: Any = None) -> TrialResult:
 
     tracker = tracker or Tracker(job.tracking_uri, job.experiment)
     run_id = tracker.trial_run(parent_id=job.parent_run_id, search_key=job.search_key,
-                               trial_key=job.key, run_name=f"trial-{job.key:04d}")
+                               trial_key=job.key, run_name=f"trial-{job.key:04d}",
+                               tags={"sparsearch.spec": job.spec.to_json()})
     tracker.log_params(run_id, {**job.spec.flat_params(), **job.extra_params})
-    tracker.set_tags(run_id, {"sparsearch.spec": job.spec.to_json(),
-                              "sparsearch.optuna_number": job.number})
     series: list[tuple[str, float, int]] = []
     try:
         result, model = evaluate(job.spec, job.ctx,
@@ -102,12 +101,8 @@ def run_trial(job: TrialJob, *, tracker: Any = None) -> TrialResult:
     if model is not None:
         _save_weights(model, folder / "weights.safetensors")
     (folder / "result.json").write_text(json.dumps(result.to_dict(), indent=1))
-    if series:
-        tracker.log_metric_series(run_id, series)
-    if result.metrics:
-        tracker.log_metrics(run_id, result.metrics)
-    tracker.set_tags(run_id, {"sparsearch.status": result.status,
-                              **({"sparsearch.fail_reason": result.reason}
-                                 if result.reason else {})})
+    tracker.record(run_id, metrics=result.metrics, series=series, tags={
+        "sparsearch.status": result.status, "sparsearch.optuna_number": job.number,
+        **({"sparsearch.fail_reason": result.reason} if result.reason else {})})
     tracker.end_run(run_id, "FINISHED" if result.status == "complete" else "FAILED")
     return result
