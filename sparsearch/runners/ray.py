@@ -1,0 +1,405 @@
+"""The Ray runner: the same search on Ray Tune, on this machine or across a cluster.
+
+``run_ray`` has the local runner's contract (same budget, same records): a ``ray.tune.Tuner``
+whose searcher is Ray's ``OptunaSearch`` over the search's own Optuna study (the same
+storage and study name that ``app.run_one`` opened, the same seeded sampler, the same
+define-by-run space), and whose trainable runs each trial through
+``sparsearch.search.trial.run_trial`` on a Ray worker.
+
+Why the study is shared rather than copied into afterwards: ``OptunaSearch`` opens its study
+with ``create_study(storage=..., study_name=..., load_if_exists=True)``, so asking it for a
+trial writes that trial straight into the run's study, numbered as the local runner numbers
+it. A small subclass (``StudySearch``) adds what the stock searcher lacks: it records the
+trial's metrics and failure reason as user attributes before telling, tells failed trials
+FAIL (the stock one tells PRUNED), enforces ``search.n_trials``/``search.timeout_s`` against
+the study and limits concurrency itself. The study, not Tune's experiment state, is the
+record: Tune checkpoints its state every 10 s or more, the study is written as each trial
+ends.
+
+Budgets: ``search.n_trials`` counts the study's finished trials (stale attempts excluded),
+as the local runner does; ``search.timeout_s`` stops asking for new trials once that many
+seconds of this invocation have passed, and lets running trials finish. Tune's
+``num_samples`` is left unbounded because a restored Tune experiment freezes it and counts
+trials it skipped.
+
+Resume: a rerun in the same run dir restores the interrupted Tune experiment with
+``Tuner.restore``. Trials Tune had in flight are skipped there (``resume_unfinished=False``):
+``app.run_one`` has already failed their RUNNING study trials as stale and enqueued them
+again with the same trial key, so the searcher asks for them anew and they rerun under their
+MLflow run; trials that finished after Tune's last checkpoint are finished in the study and
+never run again. ``<run dir>/tune_session.json`` names the Tune experiment and whether its
+searcher finished; a finished one is not restored (its searcher would refuse new trials), so
+a rerun with a larger budget starts a new Tune experiment on the same study.
+
+Test hook: with ``SPARSEARCH_RAY_PID_FILES=1`` in the workers' environment each trial writes
+its worker's pid to ``trials/<key>/worker.pid`` as it starts, so a test can kill it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from ray.tune.search import Searcher
+from ray.tune.search.optuna import OptunaSearch
+
+from sparsearch.evaluate import EvalContext, TrialResult
+from sparsearch.search.setup import SearchSetup
+from sparsearch.search.study import REASON, budget_used, trial_key
+from sparsearch.search.trial import TrialJob, run_trial, trial_dir
+from sparsearch.space import SearchSpace
+
+__all__ = ["StudySearch", "run_ray"]
+
+log = logging.getLogger("sparsearch")
+
+# Keys the define-by-run space adds to a trial's config, and the trainable to its result.
+KEY = "sparsearch.key"
+NUMBER = "sparsearch.number"
+STATUS = "sparsearch.status"
+FAIL_REASON = "sparsearch.reason"
+METRICS = "sparsearch.metrics"
+NODE_ID = "sparsearch.node_id"
+PID_FILES_ENV = "SPARSEARCH_RAY_PID_FILES"
+SESSION_FILE = "tune_session.json"
+
+
+@dataclass(frozen=True)
+class DefineByRun:
+    """The space as ``OptunaSearch`` wants it: a picklable define-by-run function.
+
+    It returns every value (fixed dimensions are never suggested, so Tune would not see
+    them otherwise) and the trial's key and number, which the worker needs for its records.
+    """
+
+    space: SearchSpace
+
+    def __call__(self, trial: Any) -> dict[str, Any]:
+        values = self.space.suggest(trial)
+        return {**values, KEY: trial_key(trial), NUMBER: trial.number}
+
+
+@dataclass
+class _Session:
+    """This invocation's budget, progress and MLflow handle; looked up, never pickled.
+
+    Tune pickles the searcher into its experiment state and ``Tuner.restore`` unpickles it,
+    so what belongs to this process rather than to the search lives here, keyed by the
+    search key.
+    """
+
+    n_trials: int | None
+    deadline: float | None
+    max_concurrent: int | None
+    max_failures: int
+    on_trial: Callable[[int, str], None]
+    tracker: Any
+    search_key: str
+    session_file: Path
+    experiment_path: str
+    in_flight: set[str] = field(default_factory=set)
+    finished: bool = False
+
+    def budget_spent(self, study: Any) -> bool:
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            return True
+        return (self.n_trials is not None
+                and budget_used(study) + len(self.in_flight) >= self.n_trials)
+
+    def write_state(self, *, finished: bool) -> None:
+        self.session_file.write_text(json.dumps(
+            {"experiment": self.experiment_path, "finished": finished}, indent=1))
+
+
+_SESSIONS: dict[str, _Session] = {}
+
+
+class StudySearch(OptunaSearch):
+    """``OptunaSearch`` over the run's own study, recording trials as the local runner does.
+
+    Args:
+        space: the search space (asked define-by-run).
+        storage: the run's Optuna storage.
+        study_name: the run's study name.
+        sampler: the seeded sampler of the strategy.
+        objectives: (metric, direction) pairs.
+        session_key: the search key, under which ``run_ray`` registers this invocation.
+    """
+
+    def __init__(self, space: SearchSpace, *, storage: Any, study_name: str, sampler: Any,
+                 objectives: list[tuple[str, str]], session_key: str) -> None:
+        super().__init__(space=DefineByRun(space), metric=[m for m, _ in objectives],
+                         mode=[d for _, d in objectives], sampler=sampler,
+                         study_name=study_name, storage=storage)
+        self._objectives = list(objectives)
+        self._session_key = session_key
+
+    @property
+    def _session(self) -> _Session:
+        return _SESSIONS[self._session_key]
+
+    def suggest(self, trial_id: str) -> dict | str | None:
+        session = self._session
+        if session.max_concurrent and len(session.in_flight) >= session.max_concurrent:
+            return None
+        if session.budget_spent(self._ot_study):
+            if session.in_flight:
+                # Not FINISHED yet: Tune would persist that, and a restore after a kill
+                # now could never ask for the trials the kill interrupted.
+                return None
+            session.finished = True
+            session.write_state(finished=True)
+            return Searcher.FINISHED
+        config = super().suggest(trial_id)
+        session.in_flight.add(trial_id)
+        return config
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None,
+                          error: bool = False) -> None:
+        from optuna.trial import TrialState
+
+        session = self._session
+        session.in_flight.discard(trial_id)
+        trial = self._ot_trials.get(trial_id)
+        if trial is None or trial_id in self._completed_trials:
+            return
+        status = (result or {}).get(STATUS)
+        if status is None and not error:
+            # Stopped without a result (the search was interrupted): the study keeps it
+            # RUNNING, and the next run fails it as stale and runs it again.
+            return
+        key = trial_key(trial)
+        if status is None:
+            metrics, node = {}, None
+            reason = f"the trial's Ray worker died {session.max_failures + 1} time(s)"
+            self._fail_mlflow_run(key, reason)
+            status = "failed"
+        else:
+            metrics = json.loads(result[METRICS])
+            node, reason = result.get(NODE_ID), result.get(FAIL_REASON) or None
+        trial.set_user_attr("sparsearch.metrics", metrics)
+        if node:
+            trial.set_user_attr(NODE_ID, node)
+        if status == "complete" and all(m in metrics for m, _ in self._objectives):
+            self._ot_study.tell(trial, [float(metrics[m]) for m, _ in self._objectives])
+        else:
+            trial.set_user_attr(REASON, reason or "objective metric missing")
+            self._ot_study.tell(trial, state=TrialState.FAIL)
+        self._completed_trials.add(trial_id)
+        session.on_trial(key, status)
+
+    def _fail_mlflow_run(self, key: int, reason: str) -> None:
+        session = self._session
+        run_id = session.tracker.trial_runs(session.search_key).get(key)
+        if run_id is not None:
+            session.tracker.set_tags(run_id, {"sparsearch.status": "failed",
+                                              "sparsearch.fail_reason": reason})
+            session.tracker.end_run(run_id, "FAILED")
+
+
+@dataclass(frozen=True)
+class TrialPayload:
+    """What every worker needs besides the trial's config (sent once, by object store)."""
+
+    space: SearchSpace
+    ctx: EvalContext
+    run_dir: str
+    tracking_uri: str
+    experiment: str
+    search_key: str
+    parent_run_id: str
+    extra_params: dict[str, Any]
+    objectives: tuple[str, ...]
+
+
+def _worker_tracker(uri: str, experiment: str) -> Any:
+    """One MLflow client per worker process: reused actors keep it across trials."""
+    from sparsearch.tracking import Tracker
+
+    cached = _WORKER_TRACKERS.get((uri, experiment))
+    if cached is None:
+        for name in ("alembic", "mlflow"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+        cached = _WORKER_TRACKERS[(uri, experiment)] = Tracker(uri, experiment)
+    return cached
+
+
+_WORKER_TRACKERS: dict[tuple[str, str], Any] = {}
+
+
+def train_trial(config: dict[str, Any], payload: TrialPayload) -> None:
+    """The Tune trainable: one trial through ``run_trial``, reported with its node id."""
+    import ray
+    from ray import tune
+
+    key, number = int(config[KEY]), int(config[NUMBER])
+    values = {k: v for k, v in config.items() if k not in (KEY, NUMBER)}
+    if os.environ.get(PID_FILES_ENV) == "1":
+        folder = trial_dir(payload.run_dir, key)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "worker.pid").write_text(str(os.getpid()))
+    ctx = payload.ctx
+    if ctx.threads is None:
+        # As many torch threads as CPUs Ray gave this trial, so trials do not oversubscribe.
+        cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
+        ctx = replace(ctx, threads=max(1, int(cpus)))
+    job = TrialJob(spec=payload.space.to_spec(values), key=key, number=number, ctx=ctx,
+                   run_dir=payload.run_dir, tracking_uri=payload.tracking_uri,
+                   experiment=payload.experiment, search_key=payload.search_key,
+                   parent_run_id=payload.parent_run_id, extra_params=payload.extra_params)
+    try:
+        result = run_trial(job, tracker=_worker_tracker(payload.tracking_uri,
+                                                        payload.experiment))
+    except Exception as err:
+        # Recording failed (MLflow, disk): the trial fails with its reason; it is not retried
+        # (Tune retries only a worker that died), as the local runner would not retry it.
+        result = TrialResult("failed", {}, f"{type(err).__name__}: {err}")
+    # Tune insists on every objective in the result; a failed trial reports NaN for those
+    # it lacks, and the searcher reads the status, not the NaN.
+    objectives = {m: float(result.metrics.get(m, math.nan)) for m in payload.objectives}
+    tune.report({**{k: float(v) for k, v in result.metrics.items()}, **objectives,
+                 STATUS: result.status, FAIL_REASON: result.reason or "",
+                 METRICS: json.dumps(result.metrics),
+                 NODE_ID: ray.get_runtime_context().get_node_id()})
+
+
+def trial_dirname(trial: Any) -> str:
+    """Tune's folder of a trial: its sparsearch key first, so the two are easy to match."""
+    return f"trial-{int(trial.config[KEY]):05d}-{trial.trial_id}"
+
+
+def _absolute_uri(uri: str) -> str:
+    """A sqlite URI relative to the driver's cwd means nothing on a worker: make it absolute."""
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return f"sqlite:///{Path(uri[len('sqlite:///'):]).expanduser().resolve()}"
+    return uri
+
+
+def _study_storage(setup: SearchSetup) -> Any:
+    """The run's Optuna storage: the URL ``search.study.open_study`` opened."""
+    import optuna
+
+    url = setup.cfg.search.storage or f"sqlite:///{(setup.run_dir / 'optuna.db').resolve()}"
+    return optuna.storages.RDBStorage(url)
+
+
+def _init_ray(runner: Any) -> bool:
+    """Starts or joins Ray as ``runner.address`` says; True when this call started it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    # Workers must not chdir into Tune's trial folders: paths in the search are the driver's.
+    os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
+    # Tune's new console output prints a table even when silent; sparsearch shows progress.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    env_vars = {"RAY_CHDIR_TO_TRIAL_DIR": "0"}
+    if PID_FILES_ENV in os.environ:
+        env_vars[PID_FILES_ENV] = os.environ[PID_FILES_ENV]
+    common = {"logging_level": logging.WARNING, "runtime_env": {"env_vars": env_vars}}
+    if runner.address is None:
+        # "local", not None: None would join a cluster `ray start` left on this machine.
+        ray.init(address="local", num_cpus=runner.num_cpus, include_dashboard=False, **common)
+    else:
+        ray.init(address=runner.address, **common)
+    return True
+
+
+def _storage_path(configured: str | None, run_dir: Path) -> str:
+    """Tune's storage: ``runner.storage_path`` (a folder or a URI such as s3://) or run dir/ray."""
+    if configured and "://" in configured:
+        return configured.rstrip("/")
+    return str(Path(configured or run_dir / "ray").expanduser().resolve())
+
+
+def _previous_session(session_file: Path) -> dict[str, Any] | None:
+    if not session_file.exists():
+        return None
+    return json.loads(session_file.read_text())
+
+
+def run_ray(setup: SearchSetup, study: Any, *, tracker: Any, parent_run_id: str,
+            on_trial: Callable[[int, str], None]) -> None:
+    """Runs trials on Ray Tune until ``search.n_trials`` are finished or ``timeout_s`` passed.
+
+    Args:
+        setup: the validated search.
+        study: its Optuna study (resumed or new); the searcher opens the same study.
+        tracker: the MLflow tracker.
+        parent_run_id: the search's parent run.
+        on_trial: called after each trial with (trial key, status), for progress.
+
+    Raises:
+        RuntimeError: Tune stopped before the budget was spent (e.g. interrupted); rerunning
+            the same command resumes.
+    """
+    import ray
+    from ray import tune
+
+    cfg, runner = setup.cfg, setup.cfg.runner
+    run_dir = setup.run_dir.resolve()
+    started_ray = _init_ray(runner)
+    try:
+        storage_path = _storage_path(runner.storage_path, run_dir)
+        session_file = run_dir / SESSION_FILE
+        previous = _previous_session(session_file)
+        restore = (previous is not None and not previous["finished"]
+                   and tune.Tuner.can_restore(previous["experiment"]))
+        if restore:
+            experiment_path = previous["experiment"]
+        else:
+            # A new Tune experiment per fresh session: a finished one stays as it was.
+            stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+            experiment_path = f"{storage_path}/{setup.study_name}-{setup.search_key[:8]}-{stamp}"
+        session = _Session(
+            n_trials=cfg.search.n_trials,
+            deadline=None if cfg.search.timeout_s is None
+            else time.monotonic() + cfg.search.timeout_s,
+            max_concurrent=runner.max_concurrent_trials, max_failures=runner.max_failures,
+            on_trial=on_trial, tracker=tracker, search_key=setup.search_key,
+            session_file=session_file, experiment_path=experiment_path)
+        _SESSIONS[setup.search_key] = session
+        session.write_state(finished=False)
+        payload = TrialPayload(
+            space=setup.space, ctx=setup.ctx, run_dir=str(run_dir),
+            tracking_uri=_absolute_uri(cfg.tracking.uri), experiment=setup.experiment,
+            search_key=setup.search_key, parent_run_id=parent_run_id,
+            extra_params={"strategy": cfg.search.strategy},
+            objectives=tuple(m for m, _ in setup.objectives))
+        resources = {k: float(v) for k, v in runner.resources_per_trial.items()}
+        trainable = tune.with_resources(tune.with_parameters(train_trial, payload=payload),
+                                        resources)
+        if restore:
+            log.info("restoring the Ray Tune experiment %s", experiment_path)
+            tuner = tune.Tuner.restore(experiment_path, trainable=trainable,
+                                       resume_unfinished=False, resume_errored=False,
+                                       restart_errored=False)
+        else:
+            searcher = StudySearch(setup.space, storage=_study_storage(setup),
+                                   study_name=setup.study_name, sampler=study.sampler,
+                                   objectives=setup.objectives, session_key=setup.search_key)
+            tuner = tune.Tuner(
+                trainable,
+                tune_config=tune.TuneConfig(search_alg=searcher, num_samples=-1,
+                                            reuse_actors=True,
+                                            trial_dirname_creator=trial_dirname),
+                run_config=tune.RunConfig(
+                    name=experiment_path.rsplit("/", 1)[1],
+                    storage_path=storage_path, verbose=0,
+                    failure_config=tune.FailureConfig(max_failures=runner.max_failures)))
+        tuner.fit()
+        if not session.finished:
+            raise RuntimeError("the Ray search stopped before its budget was spent; "
+                               "rerun the same command to resume it")
+    finally:
+        _SESSIONS.pop(setup.search_key, None)
+        if started_ray:
+            ray.shutdown()
