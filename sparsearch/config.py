@@ -153,6 +153,8 @@ class RunnerConfig:
     max_failures: int = 1
     # Where Ray Tune keeps its state (null: <run dir>/ray); must be shared on a cluster.
     storage_path: str | None = None
+    # CPUs of the local Ray that runner.address=null starts (null: all of this machine's).
+    num_cpus: int | None = None
 
 
 @dataclass
