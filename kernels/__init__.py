@@ -1,0 +1,67 @@
+"""Sparse kernels: weight formats and one registry of kernels, each with its formats and devices.
+
+Formats (``list_formats()``): dense, csr, bsr, nm (values + uint8 positions), semi24 (2:4
+with CUTLASS metadata). Kernels (``list_kernels()``):
+
+======================  =========  ===============================================
+kernel                  devices    formats
+======================  =========  ===============================================
+dense                   cpu, cuda  all (decompressed ``F.linear``; the baseline)
+csr                     cpu, cuda  csr, bsr, nm, semi24 (torch CSR, ``W @ x.T``)
+bsr                     cpu, cuda  bsr (torch BSR, ``W @ x.T``)
+gather_sum              cpu, cuda  csr, bsr, nm, semi24 (``F.embedding_bag`` SpMM)
+nm_cpu                  cpu        nm, semi24 (our C++ N:M kernel, built on first use)
+semi_structured         cuda       2:4 in fp16/bf16 (``to_sparse_semi_structured``)
+nm_triton               cuda       nm, semi24 (our Triton N:M kernel)
+======================  =========  ===============================================
+
+Which kernel a layer uses is not decided here: ``sparsearch.export`` times every
+applicable kernel against dense per layer and batch size, and keeps the fastest.
+"""
+
+from . import _nm_cpu, _nm_triton, _semi_structured, _torch_kernels  # noqa: F401 (fill the registry)
+from ._formats import (
+    SEMI24_MIN_SHAPE,
+    SparseWeight,
+    WeightFormat,
+    encode_weight,
+    get_format,
+    list_formats,
+    nm_positions,
+    nm_view,
+    register_format,
+)
+from ._nm_cpu import build_nm_cpu, pack_nm_rows
+from ._nm_triton import nm_linear_triton, pad_nm_slots
+from ._registry import (
+    Kernel,
+    KernelUnavailable,
+    Operands,
+    get_kernel,
+    kernels_for,
+    list_kernels,
+    register_kernel,
+)
+
+__all__ = [
+    "SEMI24_MIN_SHAPE",
+    "Kernel",
+    "KernelUnavailable",
+    "Operands",
+    "SparseWeight",
+    "WeightFormat",
+    "build_nm_cpu",
+    "encode_weight",
+    "get_format",
+    "get_kernel",
+    "kernels_for",
+    "list_formats",
+    "list_kernels",
+    "nm_linear_triton",
+    "nm_positions",
+    "nm_view",
+    "pack_nm_rows",
+    "pad_nm_slots",
+    "register_format",
+    "register_kernel",
+]
