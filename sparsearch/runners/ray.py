@@ -313,6 +313,17 @@ def _init_ray(runner: Any) -> bool:
     return True
 
 
+def _slots(resources: dict[str, float], max_concurrent: int | None) -> int:
+    """How many trials of ``resources`` the cluster runs at once (at most ``max_concurrent``)."""
+    import ray
+
+    total = ray.cluster_resources()
+    fits = [int(total.get(name.upper(), 0.0) // amount)
+            for name, amount in resources.items() if amount > 0]
+    slots = max(1, min(fits, default=1))
+    return min(slots, max_concurrent) if max_concurrent else slots
+
+
 def _storage_path(configured: str | None, run_dir: Path) -> str:
     """Tune's storage: ``runner.storage_path`` (a folder or a URI such as s3://) or run dir/ray."""
     if configured and "://" in configured:
@@ -347,6 +358,7 @@ def run_ray(setup: SearchSetup, study: Any, *, tracker: Any, parent_run_id: str,
     cfg, runner = setup.cfg, setup.cfg.runner
     run_dir = setup.run_dir.resolve()
     started_ray = _init_ray(runner)
+    set_env: list[str] = []
     try:
         storage_path = _storage_path(runner.storage_path, run_dir)
         session_file = run_dir / SESSION_FILE
@@ -375,6 +387,12 @@ def run_ray(setup: SearchSetup, study: Any, *, tracker: Any, parent_run_id: str,
             extra_params={"strategy": cfg.search.strategy},
             objectives=tuple(m for m, _ in setup.objectives))
         resources = {k: float(v) for k, v in runner.resources_per_trial.items()}
+        # Tune keeps one trial pending at a time for a custom searcher, so each worker would
+        # start only once the previous one runs; let every slot start at once instead.
+        if "TUNE_MAX_PENDING_TRIALS_PG" not in os.environ:
+            os.environ["TUNE_MAX_PENDING_TRIALS_PG"] = str(
+                _slots(resources, runner.max_concurrent_trials))
+            set_env.append("TUNE_MAX_PENDING_TRIALS_PG")
         trainable = tune.with_resources(tune.with_parameters(train_trial, payload=payload),
                                         resources)
         if restore:
@@ -400,6 +418,8 @@ def run_ray(setup: SearchSetup, study: Any, *, tracker: Any, parent_run_id: str,
             raise RuntimeError("the Ray search stopped before its budget was spent; "
                                "rerun the same command to resume it")
     finally:
+        for name in set_env:
+            os.environ.pop(name, None)
         _SESSIONS.pop(setup.search_key, None)
         if started_ray:
             ray.shutdown()
