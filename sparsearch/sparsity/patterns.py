@@ -27,6 +27,7 @@ ties broken by position.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
 from typing import Protocol
 
@@ -157,9 +158,10 @@ def channel_mask(weight: torch.Tensor, sparsity: float) -> torch.Tensor:
 def _check_pair(value: object, name: str, *, minimum: int) -> tuple[int, int]:
     """Validates an ``(a, b)`` pair of ints >= ``minimum``."""
     if (not isinstance(value, (tuple, list)) or len(value) != 2
-            or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
+            or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool)
+                       for v in value)):
         raise ValueError(f"{name} must be a pair of ints, got {value!r}")
-    a, b = value
+    a, b = int(value[0]), int(value[1])
     if a < minimum or b < minimum:
         raise ValueError(f"{name} must have both values >= {minimum}, got {value!r}")
     return a, b

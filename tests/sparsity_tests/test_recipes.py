@@ -1,4 +1,7 @@
-"""Every recipe trains a digits MLP through the recipe contract and ends on its pattern."""
+"""Every recipe trains a digits MLP through the recipe contract and ends on its pattern.
+
+The ``digits`` fixture (tests/conftest.py) is scikit-learn's digits split.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from sparsearch.data import DataSplits, iterate_batches, load_digits_splits
+from sparsearch.data import DataSplits, iterate_batches
 from sparsearch.models import create_model
 from sparsearch.sparsity import current_masks, nm_mask, prunable_layers
 from sparsearch.sparsity.plan import LayerPlan, SparsityPlan
@@ -25,11 +28,6 @@ from sparsearch.spec import SubnetSpec
 from sparsearch.train import TrainSettings, accuracy_and_loss, make_optimizer, train_epoch
 
 DYNAMIC = ["sr_ste", "mdgf", "sdgf", "gradual"]
-
-
-@pytest.fixture(scope="module")
-def digits() -> DataSplits:
-    return load_digits_splits(seed=0)
 
 
 def make_ctx(data: DataSplits, spec: SubnetSpec, *, epochs: int = 3, seed: int = 0,
@@ -81,6 +79,16 @@ def test_recipe_ends_at_exact_unstructured_density(digits: DataSplits, recipe: s
     assert abs(kept - 0.25 * total) <= 1
     for name, layer in prunable_layers(ctx.model).items():
         assert not layer.weight.detach()[~masks[name]].any(), name
+
+
+@pytest.mark.parametrize("recipe", list_recipes())
+def test_recipe_on_a_dense_spec_trains_every_weight(digits: DataSplits, recipe: str) -> None:
+    ctx = make_ctx(digits, SubnetSpec(pattern="dense", recipe=recipe), epochs=2)
+    init = {n: layer.weight.detach().clone() for n, layer in prunable_layers(ctx.model).items()}
+    create_recipe(recipe).run(ctx)
+    assert current_masks(ctx.model) == {}
+    for name, layer in prunable_layers(ctx.model).items():
+        assert not torch.equal(layer.weight.detach(), init[name]), name
 
 
 @pytest.mark.parametrize("recipe", ["sr_ste", "mdgf", "sdgf", "random_init", "scores"])

@@ -77,10 +77,9 @@ class Scores(Recipe):
                 handles[name] = ScoreMask(lp, layers[name].weight)
                 parametrize.register_parametrization(layers[name], "weight", handles[name])
         scores = [h.scores for h in handles.values()]
-        if self.options["train_weights"]:
-            optimizer = ctx.optimizer()
-        else:
-            optimizer = ctx.optimizer(scores)
+        # HYDRA trains only the scores; with no sparse layer there are none to train.
+        trains_all = bool(self.options["train_weights"]) or not scores
+        optimizer = ctx.optimizer(None if trains_all else scores)
         for _ in range(n_score):
             train_epoch(ctx.model, ctx.train_batches(), optimizer)
 
