@@ -18,6 +18,7 @@ __all__ = [
     "density",
     "prunable_layers",
     "remove_masks",
+    "zero_pruned",
 ]
 
 
@@ -71,6 +72,20 @@ def apply_masks(model: nn.Module, masks: dict[str, torch.Tensor]) -> None:
             original = layer.parametrizations.weight.original
         with torch.no_grad():
             original.mul_(mask.to(original.dtype))
+
+
+@torch.no_grad()
+def zero_pruned(model: nn.Module) -> None:
+    """Sets the pruned entries of every masked layer's underlying weight back to zero.
+
+    Masked entries get no gradient, but optimiser momentum from before they were pruned
+    still moves them; a later magnitude re-ranking would then revive them. Recipes that
+    re-rank (gradual) call this after each step so pruned weights stay pruned.
+    """
+    for layer in prunable_layers(model).values():
+        wm = _mask_of(layer)
+        if wm is not None:
+            layer.parametrizations.weight.original.mul_(wm.mask)
 
 
 def current_masks(model: nn.Module) -> dict[str, torch.Tensor]:
