@@ -1,0 +1,59 @@
+"""``python -m sparsearch.export PATH [--bench]``: show an export's per-layer kernel table.
+
+Without ``--bench`` the table is the dispatch recorded in the manifest; with ``--bench``
+every kernel is timed again on this machine and the fresh table is printed. Bad input
+(a missing path, a directory that is not an export) prints one line on stderr and exits
+with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+import torch
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sparsearch.export",
+                                     description="Show the per-layer kernel table of an export.")
+    parser.add_argument("path", help="export directory written by sparsearch.export.save")
+    parser.add_argument("--bench", action="store_true",
+                        help="time every kernel again on this machine")
+    parser.add_argument("--device", default="cpu", help="device to time on (with --bench)")
+    parser.add_argument("--batch-sizes", default=None,
+                        help="comma-separated batch-size classes (with --bench)")
+    parser.add_argument("--min-run-time-s", type=float, default=0.1,
+                        help="timing budget per kernel and class (with --bench)")
+    args = parser.parse_args(argv)
+
+    from sparsearch.export._load import read_plan
+    from sparsearch.export._manifest import ExportError, read_manifest
+    from sparsearch.export._plan import tune_plan
+    from sparsearch.export._save import dispatch_record
+    from sparsearch.export._table import kernel_table
+
+    try:
+        manifest = read_manifest(args.path)
+        if not args.bench:
+            print(kernel_table(manifest))
+            return 0
+        sizes = ([int(b) for b in args.batch_sizes.split(",")] if args.batch_sizes
+                 else manifest["batch_sizes"])
+        plan, _ = read_plan(args.path, manifest)
+        device = torch.device(args.device)
+        dtype = getattr(torch, manifest.get("dtype", "float32"))
+        tune_plan(plan, device=device, dtype=dtype, batch_sizes=sizes,
+                  min_run_time_s=args.min_run_time_s, rounds=2, min_speedup=1.1)
+        record = dispatch_record(plan, device=device, dtype=dtype, batch_sizes=sizes)
+    except (ExportError, ValueError, RuntimeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(kernel_table(manifest, record))
+    return 0
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    sys.exit(main())

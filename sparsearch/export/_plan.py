@@ -1,0 +1,203 @@
+"""From a (masked) model to an export plan: which layers go sparse, stored how, run how.
+
+Works on any ``nn.Module`` whose pruned weights are exact zeros, whether the zeros were
+baked in or still sit behind ``torch.nn.utils.parametrize`` masks (``layer.weight`` is then
+the masked weight, and the state is written under the unparametrized names).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from sparsearch.export._detect import detect_format
+from sparsearch.export._layers import build_layer, layer_geometry
+from sparsearch.export._tuning import LayerTiming, tune_layer
+from sparsearch.kernels import SparseWeight
+
+__all__ = ["LayerPlan", "ModelPlan", "effective_state_dict", "plan_model", "strip_parametrizations",
+           "swap_layers", "tune_plan"]
+
+log = logging.getLogger("sparsearch.export")
+
+# Conv layers timed without an example input see this spatial size.
+DEFAULT_CONV_HW = 16
+
+
+@dataclass
+class LayerPlan:
+    """One swappable layer of the model.
+
+    Attributes:
+        name: module name in the model.
+        geometry: from ``layer_geometry``.
+        layout: GEMM layout of ``weight``.
+        weight: the stored weight.
+        bias: the layer's bias or None.
+        sample_shape: the layer's input shape without the batch dimension.
+        timings: one dispatch per batch-size class (empty until tuned).
+    """
+
+    name: str
+    geometry: dict[str, Any]
+    layout: str
+    weight: SparseWeight
+    bias: torch.Tensor | None
+    sample_shape: tuple[int, ...]
+    timings: list[LayerTiming] = field(default_factory=list)
+
+    def kernels(self, batch_sizes: Sequence[int]) -> list[str]:
+        """Kernel per class of ``batch_sizes`` (dense where not tuned)."""
+        chosen = {t.batch_size: t.kernel for t in self.timings}
+        return [chosen.get(b, "dense") for b in sorted(batch_sizes)]
+
+
+@dataclass
+class ModelPlan:
+    """Every swappable layer, plus the rest of the state, of one model."""
+
+    layers: dict[str, LayerPlan]
+    state: dict[str, torch.Tensor]
+    input_shape: tuple[int, ...] | None
+
+
+def effective_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """``state_dict`` as the unparametrized model would have it, with masks applied."""
+    state: dict[str, torch.Tensor] = {}
+
+    def visit(module: nn.Module, prefix: str) -> None:
+        masked = parametrize.is_parametrized(module)
+        if masked:
+            for name in module.parametrizations:
+                state[prefix + name] = getattr(module, name).detach()
+        for name, p in module._parameters.items():
+            if p is not None:
+                state[prefix + name] = p.detach()
+        for name, b in module._buffers.items():
+            if b is not None and name not in module._non_persistent_buffers_set:
+                state[prefix + name] = b.detach()
+        for name, child in module._modules.items():
+            if child is not None and not (masked and name == "parametrizations"):
+                visit(child, f"{prefix}{name}.")
+
+    with torch.no_grad():
+        visit(model, "")
+    return state
+
+
+def strip_parametrizations(model: nn.Module) -> None:
+    """Removes every parametrization, keeping the parametrized values."""
+    for module in model.modules():
+        if parametrize.is_parametrized(module):
+            for name in list(module.parametrizations):
+                parametrize.remove_parametrizations(module, name, leave_parametrized=True)
+
+
+def _example_for(model: nn.Module, example_input: torch.Tensor | None) -> torch.Tensor | None:
+    """A batch-1 input for the model: the caller's, or one from ``sparsearch_build``."""
+    if example_input is not None:
+        return example_input[:1]
+    build = getattr(model, "sparsearch_build", None)
+    if build is None:
+        return None
+    generator = torch.Generator().manual_seed(0)
+    return torch.randn(1, *build["in_shape"], generator=generator)
+
+
+def _record_input_shapes(model: nn.Module, layers: dict[str, nn.Module],
+                         example: torch.Tensor) -> dict[str, tuple[int, ...]]:
+    shapes: dict[str, tuple[int, ...]] = {}
+
+    def hook(name: str):
+        def record(_: nn.Module, args: tuple[Any, ...]) -> None:
+            shapes.setdefault(name, tuple(args[0].shape[1:]))
+        return record
+
+    handles = [m.register_forward_pre_hook(hook(n)) for n, m in layers.items()]
+    was_training = model.training
+    try:
+        model.eval()
+        param = next(model.parameters(), None)
+        if param is not None:
+            example = example.to(device=param.device, dtype=param.dtype)
+        with torch.no_grad():
+            model(example)
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    return shapes
+
+
+def _default_sample_shape(geometry: dict[str, Any]) -> tuple[int, ...]:
+    if geometry["type"] == "linear":
+        return (geometry["in_features"],)
+    reach = [d * (k - 1) + 1 for d, k in zip(geometry["dilation"], geometry["kernel_size"])]
+    return (geometry["in_channels"], max(DEFAULT_CONV_HW, reach[0]),
+            max(DEFAULT_CONV_HW, reach[1]))
+
+
+def plan_model(model: nn.Module, *, example_input: torch.Tensor | None = None,
+               block_hint: tuple[int, int] | None = None) -> ModelPlan:
+    """Finds the swappable layers, their input shapes and their storage formats.
+
+    Args:
+        model: any module; pruned weights must be exact zeros (masks may still be applied).
+        example_input: a model input (any batch size). Layers it does not reach stay
+            plain state; without it, every plain Linear/Conv2d is planned.
+        block_hint: a block shape to try first when detecting formats.
+    """
+    candidates = {name: m for name, m in model.named_modules()
+                  if name and layer_geometry(m) is not None}
+    example = _example_for(model, example_input)
+    shapes = _record_input_shapes(model, candidates, example) if example is not None else None
+    state = effective_state_dict(model)
+    layers: dict[str, LayerPlan] = {}
+    for name, module in candidates.items():
+        if shapes is not None and name not in shapes:
+            continue  # never called in forward: its parent may read the weight directly
+        geometry = layer_geometry(module)
+        layout, weight = detect_format(state.pop(f"{name}.weight"), block_hint=block_hint)
+        sample_shape = shapes[name] if shapes is not None else _default_sample_shape(geometry)
+        bias = state.get(f"{name}.bias")
+        layers[name] = LayerPlan(name, geometry, layout, weight,
+                                 None if bias is None else bias.cpu(), tuple(sample_shape))
+    input_shape = tuple(example.shape[1:]) if example is not None else None
+    return ModelPlan(layers, state, input_shape)
+
+
+def tune_plan(plan: ModelPlan, *, device: torch.device | str, dtype: torch.dtype,
+              batch_sizes: Sequence[int], min_run_time_s: float, rounds: int,
+              min_speedup: float) -> None:
+    """Times every sparse layer of ``plan`` (dense-format layers need no timing)."""
+    for layer in plan.layers.values():
+        if layer.weight.format == "dense":
+            layer.timings = [LayerTiming(b, "dense", 1.0, {}) for b in sorted(batch_sizes)]
+            continue
+        layer.timings = tune_layer(layer.geometry, layer.weight, layout=layer.layout,
+                                   bias=layer.bias, sample_shape=layer.sample_shape,
+                                   batch_sizes=batch_sizes, device=device, dtype=dtype,
+                                   min_run_time_s=min_run_time_s, rounds=rounds,
+                                   min_speedup=min_speedup)
+        log.info("sparsearch.export: %s %s -> %s", layer.name, layer.weight.format,
+                 ", ".join(f"{t.batch_size}: {t.kernel} {t.speedup:.2f}x" for t in layer.timings))
+
+
+def swap_layers(model: nn.Module, plan: ModelPlan, *, device: torch.device | str,
+                dtype: torch.dtype, batch_sizes: Sequence[int]) -> None:
+    """Replaces every planned layer of ``model`` by its inference module, in place."""
+    for layer in plan.layers.values():
+        parent_name, _, child = layer.name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        old = getattr(parent, child)
+        bias = old.bias.detach() if getattr(old, "bias", None) is not None else layer.bias
+        new = build_layer(layer.geometry, layer.weight, layout=layer.layout,
+                          kernels=layer.kernels(batch_sizes), batch_sizes=batch_sizes,
+                          bias=bias, device=device, dtype=dtype)
+        setattr(parent, child, new)
