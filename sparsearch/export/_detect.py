@@ -57,14 +57,14 @@ def weight_from_gemm_view(matrix: torch.Tensor, shape: tuple[int, ...], layout: 
     return matrix.reshape(shape)
 
 
-def _nm_pattern(matrix: torch.Tensor) -> tuple[int, int] | None:
-    rows, cols = matrix.shape
-    nnz = int(torch.count_nonzero(matrix))
+def _nm_pattern(nonzero: torch.Tensor) -> tuple[int, int] | None:
+    rows, cols = nonzero.shape
+    nnz = int(nonzero.sum())
     best: tuple[float, int, int] | None = None
     for m in NM_GROUP_SIZES:
         if cols % m or nnz == 0:
             continue
-        counts = (matrix.reshape(rows, cols // m, m) != 0).sum(-1)
+        counts = nonzero.reshape(rows, cols // m, m).sum(-1)
         n = int(counts.max())
         if n >= m or nnz < _FULLNESS * n * counts.numel():
             continue
@@ -99,8 +99,10 @@ def detect_format(weight: torch.Tensor, *, block_hint: tuple[int, int] | None = 
         ``(layout, weight)``: the GEMM layout (see ``gemm_view``) and the encoded weight.
     """
     weight = weight.detach().to("cpu", torch.float32)
+    if bool(weight.all()):
+        return "oi", encode_weight(gemm_view(weight, "oi").contiguous(), "dense")
     channels_last = gemm_view(weight, "ohwi").contiguous()
-    nm = _nm_pattern(channels_last)
+    nm = _nm_pattern(channels_last != 0)
     layout = "ohwi" if weight.dim() == 4 and weight.shape[2:] != (1, 1) else "oi"
     if nm is not None:
         n, m = nm

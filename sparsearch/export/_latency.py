@@ -61,7 +61,7 @@ def _has_sparse_layers(model: nn.Module) -> bool:
 
 def measure_latency_ms(model: nn.Module, example_input: torch.Tensor, *,
                        sparse_kernels: bool = True, min_run_time_s: float = 0.2,
-                       threads: int | None = None) -> float:
+                       tune_min_run_time_s: float = 0.02, threads: int | None = None) -> float:
     """Median milliseconds of one forward pass on ``example_input``.
 
     Args:
@@ -69,15 +69,18 @@ def measure_latency_ms(model: nn.Module, example_input: torch.Tensor, *,
         example_input: the batch to time (its batch size is the one that matters).
         sparse_kernels: first swap a copy of the model onto the kernels measured fastest
             at this batch size (skipped for models that already run sparse kernels).
-        min_run_time_s: ``blocked_autorange`` budget.
+        min_run_time_s: timing budget of the model.
+        tune_min_run_time_s: timing budget per kernel when choosing them (one round: a
+            search calls this once per trial).
         threads: torch threads while timing (default: the current setting).
 
     Returns:
-        ``latency_ms``, measured with ``torch.utils.benchmark.Timer`` under no_grad.
+        ``latency_ms``, the median of ``torch.utils.benchmark.Timer`` blocks under no_grad.
     """
     if sparse_kernels and not _has_sparse_layers(model):
         model = with_sparse_kernels(model, example_input=example_input,
-                                    batch_sizes=(max(1, example_input.shape[0]),))
+                                    batch_sizes=(max(1, example_input.shape[0]),),
+                                    min_run_time_s=tune_min_run_time_s, rounds=1)
     was_training = model.training
     model.eval()
     try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,7 +106,11 @@ def log_export(path: str | Path, *, run_id: str, registered_model_name: str, ali
         active = mlflow.active_run()
         run = (contextlib.nullcontext() if active and active.info.run_id == run_id
                else mlflow.start_run(run_id=run_id, nested=active is not None))
-        with run:
+        with run, warnings.catch_warnings():
+            # We give the signature explicitly; MLflow still nags for type hints and an
+            # input example (which would load the model once more at logging time).
+            warnings.filterwarnings("ignore", message=".*(type hints|input example)",
+                                    category=UserWarning)
             info = mlflow.pyfunc.log_model(
                 name=name, python_model=str(_MODEL_CODE), artifacts={"export": str(path)},
                 registered_model_name=registered_model_name,

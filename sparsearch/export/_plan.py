@@ -92,11 +92,22 @@ def effective_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def strip_parametrizations(model: nn.Module) -> None:
-    """Removes every parametrization, keeping the parametrized values."""
-    for module in model.modules():
-        if parametrize.is_parametrized(module):
-            for name in list(module.parametrizations):
-                parametrize.remove_parametrizations(module, name, leave_parametrized=True)
+    """Bakes every parametrization into a plain parameter, in place.
+
+    Not ``parametrize.remove_parametrizations``: that deletes the property from the
+    module's generated class, which a ``copy.deepcopy`` of the model shares with the
+    original, so unmasking a copy would break the original.
+    """
+    for module in list(model.modules()):
+        if not parametrize.is_parametrized(module):
+            continue
+        with torch.no_grad():
+            values = {name: getattr(module, name).detach().clone()
+                      for name in module.parametrizations}
+        del module._modules["parametrizations"]
+        module.__class__ = module.__class__.__bases__[0]
+        for name, value in values.items():
+            module.register_parameter(name, nn.Parameter(value, requires_grad=False))
 
 
 def _example_for(model: nn.Module, example_input: torch.Tensor | None) -> torch.Tensor | None:

@@ -181,7 +181,7 @@ def hand_made() -> nn.Module:
 def test_a_hand_made_module_loads_into_its_dense_architecture(tmp_path):
     model = hand_made()
     x = torch.randn(3, 16, 10, 10)
-    path = save(model, None, tmp_path / "e", example_input=x, **FAST)
+    path = save(model, None, tmp_path / "e", example_input=x, batch_sizes=(1, 8), **FAST)
     manifest = read_manifest(path)
     assert manifest["build"] is None and manifest["model_class"].endswith("HandMade")
     # unused never ran on the example, so it stays plain state.

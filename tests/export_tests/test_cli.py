@@ -1,0 +1,72 @@
+"""python -m sparsearch.export PATH [--bench]: the command as typed, and its main() in-process."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sparsearch.export import save
+from sparsearch.export.__main__ import main
+
+from .conftest import FAST, mlp_all_formats
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "sparsearch.export", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def export_dir(tmp_path_factory):
+    return save(mlp_all_formats(), None, tmp_path_factory.mktemp("cli") / "e", **FAST)
+
+
+def test_the_command_prints_the_recorded_kernel_table(export_dir):
+    result = run(str(export_dir))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("kernels measured on cpu")
+    assert lines[1].split() == ["layer", "shape", "format", "density", "batch", "1", "batch",
+                                "32", "batch", "256"]
+    rows = {line.split()[0]: line.split() for line in lines[3:]}
+    assert rows["fc1"][1:4] == ["128x64", "nm1:8", "0.125"]
+    assert rows["fc2"][2] == "semi24" and rows["fc3"][2] == "bsr16x16"
+    assert rows["fc4"][2] == "csr" and rows["head"][2] == "dense"
+    assert rows["head"][4:] == ["dense", "1.00x"] * 3
+
+
+def test_the_command_on_a_missing_path_is_one_line_and_exit_2(tmp_path):
+    result = run(str(tmp_path / "nope"), "--bench")
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == f"error: {tmp_path / 'nope'}: no such export directory\n"
+
+
+def test_bench_measures_again(export_dir, capsys):
+    assert main([str(export_dir), "--bench", "--batch-sizes", "1,8",
+                 "--min-run-time-s", "0.002"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split()[-4:] == ["batch", "1", "batch", "8"]
+    fc1 = next(line for line in lines if line.startswith("fc1")).split()
+    assert fc1[5].endswith("x") and float(fc1[5][:-1]) >= 1.0
+
+
+@pytest.mark.parametrize("make", ["empty_dir", "a_file", "bad_json", "other_json"])
+def test_bad_input_is_one_line_on_stderr_and_exit_2(tmp_path, capsys, make):
+    target = tmp_path / "target"
+    if make == "a_file":
+        target.write_text("x")
+    else:
+        target.mkdir()
+        if make == "bad_json":
+            (target / "manifest.json").write_text("{")
+        elif make == "other_json":
+            (target / "manifest.json").write_text('{"name": "something else"}')
+    assert main([str(target)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.strip().splitlines()) == 1
+    assert err.startswith("error: ") and str(target) in err
