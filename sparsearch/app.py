@@ -42,19 +42,23 @@ def print_report(report: Any, setup: Any, console: Any) -> None:
     table = Table(title=f"Pareto-optimal subnets of {setup.cfg.name} "
                         f"({setup.cfg.search.strategy}, {report.n_complete} complete, "
                         f"{report.n_failed} failed)")
-    for col in ("rank", "trial", "val acc", "test acc", "density", "nnz", "FLOPs",
+    # Objectives beyond the fixed columns (latency_ms, loss, train_s) get their own column.
+    extra = [m for m, _ in report.objectives if m not in ("accuracy", "density", "nnz", "flops")]
+    for col in ("rank", "trial", "val acc", "test acc", "density", "nnz", "FLOPs", *extra,
                 "pattern", "allocation", "recipe"):
         table.add_column(col, justify="right" if col not in ("pattern", "allocation", "recipe")
                          else "left")
     d = report.dense
     table.add_row("dense", "-", f"{d['accuracy']:.4f}", f"{d['test_accuracy']:.4f}", "1.000",
-                  f"{int(d['nnz'])}", f"{int(d['flops'])}", "dense", "-", "-",
+                  f"{int(d['nnz'])}", f"{int(d['flops'])}",
+                  *[f"{d[m]:.4g}" if m in d else "-" for m in extra], "dense", "-", "-",
                   style="cyan")
     for e in report.front:
         m = e.metrics
         table.add_row(str(e.rank), str(e.key), f"{m['accuracy']:.4f}",
                       f"{m.get('test_accuracy', float('nan')):.4f}", f"{m['density']:.3f}",
-                      f"{int(m['nnz'])}", f"{int(m['flops'])}", _pattern_text(e.spec),
+                      f"{int(m['nnz'])}", f"{int(m['flops'])}",
+                      *[f"{m[k]:.4g}" for k in extra], _pattern_text(e.spec),
                       e.spec["allocation"], e.spec["recipe"])
     console.print(table)
     console.print(f"hypervolume {report.hypervolume:.4f} "
@@ -63,7 +67,7 @@ def print_report(report: Any, setup: Any, console: Any) -> None:
         console.print(f"  {name:<12} {path}")
 
 
-def _check_available(cfg: SparsearchConfig, objectives: list[tuple[str, str]]) -> None:
+def _check_available(cfg: SparsearchConfig) -> None:
     """Features that are not built yet fail here, clearly, before any work starts."""
     from importlib.util import find_spec
 
@@ -72,8 +76,6 @@ def _check_available(cfg: SparsearchConfig, objectives: list[tuple[str, str]]) -
                           "allowed: random, tpe, nsga2")
     if cfg.runner.kind == "ray" and find_spec("sparsearch.runners.ray") is None:
         raise ConfigError("not supported: runner.kind=ray in this version; allowed: local")
-    if "latency_ms" in {m for m, _ in objectives} and find_spec("sparsearch.export") is None:
-        raise ConfigError("not supported: latency_ms as an objective in this version")
 
 
 def run_trials(setup: Any, study: Any, *, tracker: Any, parent_run_id: str,
@@ -102,7 +104,7 @@ def run_one(cfg: SparsearchConfig, run_dir: Path, *, console: Any) -> Any:
 
     validate(cfg)
     setup = prepare_search(cfg, run_dir)
-    _check_available(cfg, setup.objectives)
+    _check_available(cfg)
     _quiet_libraries()
     run_dir.mkdir(parents=True, exist_ok=True)
     tracker = Tracker(cfg.tracking.uri, setup.experiment)
@@ -143,6 +145,12 @@ def run_one(cfg: SparsearchConfig, run_dir: Path, *, console: Any) -> Any:
             run_trials(setup, study, tracker=tracker, parent_run_id=parent, on_trial=on_trial)
         report = finalize_search(setup, study, tracker=tracker, parent_run_id=parent,
                                  dense=dense)
+        if cfg.export.enabled and report.front:
+            from sparsearch.search.exports import export_front
+
+            exports = export_front(setup, report, tracker=tracker)
+            report.paths["exports"] = str(run_dir / "exports")
+            log.info("exported %d Pareto subnet(s)", len(exports))
     except BaseException:
         tracker.end_run(parent, "KILLED")
         raise

@@ -108,6 +108,24 @@ class DassConfig:
     # Cell supernet size (supernet=cell): initial channels and number of cells.
     init_channels: int = 8
     cells: int = 3
+    # Values of the space's non-architecture parameters (recipe, lr, knobs) for the derived
+    # subnets; unset ones take the first choice or the middle of the range.
+    fixed: dict[str, Any] = field(default_factory=dict)
+    # Keep adding lambdas (between neighbours whose subnets differ, beyond the largest)
+    # while budget is left after the listed ones.
+    refine: bool = True
+    # DARTS-PT: epochs of supernet fine-tuning after each decision (derive=pt).
+    pt_tune_epochs: int = 1
+
+    def __post_init__(self) -> None:
+        for key in ("warmup_epochs", "search_epochs", "finetune_epochs", "pt_tune_epochs"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"search.dass.{key} must be >= 0, got {getattr(self, key)}")
+        if self.alpha_lr <= 0:
+            raise ConfigError(f"search.dass.alpha_lr must be > 0, got {self.alpha_lr}")
+        if self.init_channels < 1 or self.cells < 1:
+            raise ConfigError(f"search.dass.init_channels and search.dass.cells must be >= 1, "
+                              f"got {self.init_channels} and {self.cells}")
 
 
 @dataclass
@@ -127,6 +145,8 @@ class SearchConfig:
     study_name: str | None = None
     # Optuna storage URL (null: sqlite file optuna.db in the run dir, so reruns resume).
     storage: str | None = None
+    # Batch size at which latency_ms is measured (with the kernels export would choose).
+    latency_batch_size: int = 1
     # TPE: random trials before the model kicks in.
     n_startup_trials: int = 10
     # NSGA-II: population size.
@@ -257,6 +277,9 @@ def validate(cfg: SparsearchConfig) -> SparsearchConfig:
     if cfg.search.timeout_s is not None and cfg.search.timeout_s <= 0:
         raise ConfigError(f"search.timeout_s must be > 0 or null, got {cfg.search.timeout_s}")
     objectives = parse_objectives(list(cfg.search.objectives))
+    if cfg.search.latency_batch_size < 1:
+        raise ConfigError(f"search.latency_batch_size must be >= 1, "
+                          f"got {cfg.search.latency_batch_size}")
     for metric in cfg.search.reference:
         if metric not in {m for m, _ in objectives}:
             raise ConfigError(f"search.reference.{metric} is not one of the objectives "

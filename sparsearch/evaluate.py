@@ -55,6 +55,8 @@ class EvalContext:
         seed: seed of initialisation and data order.
         device: cpu | cuda | auto.
         threads: torch threads for this trial (None: leave torch's default).
+        latency_batch: measure ``latency_ms`` at this batch size with the kernels the
+            exporter would choose (None: not measured; it costs a kernel search per trial).
     """
 
     data: DataSplits
@@ -63,6 +65,7 @@ class EvalContext:
     seed: int = 0
     device: str = "cpu"
     threads: int | None = None
+    latency_batch: int | None = None
 
 
 def _device(name: str) -> torch.device:
@@ -142,6 +145,10 @@ def evaluate(
         return TrialResult("failed", {"train_s": train_s}, f"diverged: val loss {loss}"), None
     metrics = {"accuracy": accuracy, "loss": loss, "train_s": train_s,
                **subnet_metrics(model, data.val[0][:1])}
+    if ctx.latency_batch is not None:
+        from sparsearch.export import measure_latency_ms
+
+        metrics["latency_ms"] = measure_latency_ms(model, data.val[0][:ctx.latency_batch])
     return TrialResult("complete", metrics), model
 
 

@@ -48,12 +48,20 @@ def test_search_end_to_end_then_resume(tmp_path):
     assert len(report["front"]) == len(front)
     assert (tmp_path / "run" / "optuna.db").exists()
     assert (tmp_path / "run" / "trials" / "00000" / "weights.safetensors").exists()
+    # Every Pareto subnet is exported and registered under an alias per rank.
+    index = json.loads((tmp_path / "run" / "exports" / "index.json").read_text())
+    assert sorted(index) == [str(r) for r in range(len(front))]
+    version = client.get_model_version_by_alias("tiny-tpe", "pareto-0")
+    assert str(version.version) == index["0"]["version"]
+    assert (tmp_path / "run" / "exports" / "rank-0" / "manifest.json").exists()
 
     # The same command again: a resume of a finished search runs nothing new.
     again = run_cli(args, cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
     _, parents2, children2 = search_runs(uri, "tiny")
     assert len(parents2) == 1
+    versions = client.search_model_versions("name = 'tiny-tpe'")
+    assert len(versions) == len(front)  # nothing registered twice
     assert sorted(c.info.run_id for c in children2) == sorted(c.info.run_id for c in children)
 
     # A larger budget on the same run dir runs only the missing trial.

@@ -85,3 +85,15 @@ def test_cnn_and_timm_models_build(digits):
                                          train=TRAIN))
     out = timm_model(digits.val[0][:2])
     assert out.shape == (2, 10)
+
+
+def test_latency_is_measured_when_asked(digits):
+    from dataclasses import replace
+
+    ctx = EvalContext(data=digits, model={"kind": "mlp", "hidden": [64, 64]},
+                      train={**TRAIN, "epochs": 1})
+    result, _ = evaluate(SubnetSpec(pattern="unstructured", sparsity=0.9), ctx)
+    assert "latency_ms" not in result.metrics
+    result, _ = evaluate(SubnetSpec(pattern="unstructured", sparsity=0.9),
+                         replace(ctx, latency_batch=1))
+    assert result.metrics["latency_ms"] > 0

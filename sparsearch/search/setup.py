@@ -90,6 +90,7 @@ def prepare_search(cfg: SparsearchConfig, run_dir: Path) -> SearchSetup:
     from sparsearch.sparsity.masking import prunable_layers
 
     space = load_space(cfg.space)
+    objectives = parse_objectives(list(cfg.search.objectives))
     data = load_data(cfg)
     t = cfg.train
     ctx = EvalContext(
@@ -97,6 +98,8 @@ def prepare_search(cfg: SparsearchConfig, run_dir: Path) -> SearchSetup:
         train={"epochs": t.epochs, "lr": t.lr, "weight_decay": t.weight_decay,
                "optimizer": t.optimizer, "batch_size": t.batch_size},
         seed=cfg.seed, device=t.device, threads=t.threads,
+        latency_batch=(cfg.search.latency_batch_size
+                       if "latency_ms" in {m for m, _ in objectives} else None),
     )
     try:
         model = build_model(ctx)
@@ -109,7 +112,7 @@ def prepare_search(cfg: SparsearchConfig, run_dir: Path) -> SearchSetup:
                            "strategy": cfg.search.strategy}, sort_keys=True)
     return SearchSetup(
         cfg=cfg, run_dir=run_dir, space=space, ctx=ctx,
-        objectives=parse_objectives(list(cfg.search.objectives)), study_name=study_name,
+        objectives=objectives, study_name=study_name,
         experiment=cfg.tracking.experiment or cfg.name,
         search_key=hashlib.sha256(identity.encode()).hexdigest()[:16],
     )
