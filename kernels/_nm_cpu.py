@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from ._formats import SparseWeight, nm_view
-from ._registry import Kernel, Operands, register_kernel
+from ._registry import Kernel, KernelUnavailable, Operands, register_kernel
 
 __all__ = ["NMCpuKernel", "build_nm_cpu", "pack_nm_rows"]
 
@@ -132,6 +132,9 @@ class NMCpuKernel(Kernel):
 
     def prepare(self, weight: SparseWeight, *, device: torch.device,
                 dtype: torch.dtype) -> Operands:
+        reason = build_nm_cpu()  # a fresh process loading an export gets here first
+        if reason is not None:
+            raise KernelUnavailable(reason)
         values, positions, _, m = nm_view(weight)
         packed_values, packed_positions = pack_nm_rows(values.float(), positions)
         return {"values": packed_values, "indices": packed_positions,

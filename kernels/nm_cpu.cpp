@@ -27,6 +27,8 @@ namespace {
 
 constexpr int kRows = 8;
 constexpr int kBatchTile = 8;
+// Bytes of weights (fp32 value + uint8 position each) kept hot across batch tiles.
+constexpr int64_t kTileBytes = 96 * 1024;
 
 #ifdef SPARSEARCH_AVX2
 // For each of 8 lanes, window[idx[lane]] with idx < M.
@@ -161,22 +163,27 @@ void nm_linear_impl(const float* values, const uint8_t* idx, const float* x, flo
       }
       return;
     }
-    int64_t b0 = 0;
-    for (; b0 + kBatchTile <= batch; b0 += kBatchTile) {
-      batch_tile<M, kBatchTile>(values, idx, x + b0 * in_features, y + b0 * out_features,
-                                in_features, out_features, slots, n, begin, end);
-    }
-    const float* xr = x + b0 * in_features;
-    float* yr = y + b0 * out_features;
-    switch (batch - b0) {
-      case 0: break;
-      case 1: batch_tile<M, 1>(values, idx, xr, yr, in_features, out_features, slots, n, begin, end); break;
-      case 2: batch_tile<M, 2>(values, idx, xr, yr, in_features, out_features, slots, n, begin, end); break;
-      case 3: batch_tile<M, 3>(values, idx, xr, yr, in_features, out_features, slots, n, begin, end); break;
-      case 4: batch_tile<M, 4>(values, idx, xr, yr, in_features, out_features, slots, n, begin, end); break;
-      case 5: batch_tile<M, 5>(values, idx, xr, yr, in_features, out_features, slots, n, begin, end); break;
-      case 6: batch_tile<M, 6>(values, idx, xr, yr, in_features, out_features, slots, n, begin, end); break;
-      default: batch_tile<M, 7>(values, idx, xr, yr, in_features, out_features, slots, n, begin, end); break;
+    // Row tiles whose weights stay in L2 while every batch tile of x streams past them.
+    const int64_t tile = std::max<int64_t>(1, kTileBytes / (block_stride * 5));
+    for (int64_t t0 = begin; t0 < end; t0 += tile) {
+      const int64_t t1 = std::min(end, t0 + tile);
+      int64_t b0 = 0;
+      for (; b0 + kBatchTile <= batch; b0 += kBatchTile) {
+        batch_tile<M, kBatchTile>(values, idx, x + b0 * in_features, y + b0 * out_features,
+                                  in_features, out_features, slots, n, t0, t1);
+      }
+      const float* xr = x + b0 * in_features;
+      float* yr = y + b0 * out_features;
+      switch (batch - b0) {
+        case 0: break;
+        case 1: batch_tile<M, 1>(values, idx, xr, yr, in_features, out_features, slots, n, t0, t1); break;
+        case 2: batch_tile<M, 2>(values, idx, xr, yr, in_features, out_features, slots, n, t0, t1); break;
+        case 3: batch_tile<M, 3>(values, idx, xr, yr, in_features, out_features, slots, n, t0, t1); break;
+        case 4: batch_tile<M, 4>(values, idx, xr, yr, in_features, out_features, slots, n, t0, t1); break;
+        case 5: batch_tile<M, 5>(values, idx, xr, yr, in_features, out_features, slots, n, t0, t1); break;
+        case 6: batch_tile<M, 6>(values, idx, xr, yr, in_features, out_features, slots, n, t0, t1); break;
+        default: batch_tile<M, 7>(values, idx, xr, yr, in_features, out_features, slots, n, t0, t1); break;
+      }
     }
   });
 }

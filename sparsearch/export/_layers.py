@@ -24,9 +24,10 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from sparsearch.export._detect import weight_from_gemm_view
-from sparsearch.kernels import Kernel, Operands, SparseWeight, get_kernel
+from sparsearch.kernels import Kernel, KernelUnavailable, Operands, SparseWeight, get_kernel
 
-__all__ = ["SparseConv2d", "SparseLinear", "batch_class", "build_layer", "layer_geometry"]
+__all__ = ["RouteUnavailable", "SparseConv2d", "SparseLinear", "batch_class", "build_layer",
+           "layer_geometry"]
 
 
 def _class_bounds(batch_sizes: Sequence[int]) -> list[float]:
@@ -155,6 +156,15 @@ class SparseConv2d(_KernelRoutes):
                 f"stride={self.stride}, padding={self.padding}, " + super().extra_repr())
 
 
+class RouteUnavailable(KernelUnavailable):
+    """A layer's kernel cannot be prepared here; ``kernel`` names it."""
+
+    def __init__(self, kernel: str, reason: str) -> None:
+        super().__init__(f"{kernel}: {reason}")
+        self.kernel = kernel
+        self.reason = reason
+
+
 def layer_geometry(module: nn.Module) -> dict[str, Any] | None:
     """What ``build_layer`` needs to rebuild ``module``; None if it cannot be swapped.
 
@@ -221,7 +231,7 @@ def build_layer(geometry: dict[str, Any], weight: SparseWeight, *, layout: str,
         ``SparseLinear``/``SparseConv2d``.
 
     Raises:
-        KernelUnavailable: when a kernel cannot prepare this weight here.
+        RouteUnavailable: when a kernel cannot prepare this weight here.
     """
     device = torch.device(device)
     bias = None if bias is None else bias.to(device=device, dtype=dtype)
@@ -235,10 +245,15 @@ def build_layer(geometry: dict[str, Any], weight: SparseWeight, *, layout: str,
         return dense_module(geometry, dense_weight(), bias)
     prepared: dict[str, Operands] = {}
     for name in kernels:
-        if name not in prepared:
-            kernel = get_kernel(name)
-            prepared[name] = ({} if geometry["type"] == "conv2d" and name == "dense"
-                              else kernel.prepare(weight, device=device, dtype=dtype))
+        if name in prepared:
+            continue
+        if geometry["type"] == "conv2d" and name == "dense":
+            prepared[name] = {}  # F.conv2d on the 4-D weight
+            continue
+        try:
+            prepared[name] = get_kernel(name).prepare(weight, device=device, dtype=dtype)
+        except KernelUnavailable as err:
+            raise RouteUnavailable(name, str(err)) from err
     routes = [(get_kernel(name), prepared[name]) for name in kernels]
     if geometry["type"] == "linear":
         return SparseLinear(geometry["in_features"], geometry["out_features"], routes=routes,

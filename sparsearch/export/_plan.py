@@ -17,7 +17,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from sparsearch.export._detect import detect_format
-from sparsearch.export._layers import build_layer, layer_geometry
+from sparsearch.export._layers import RouteUnavailable, build_layer, layer_geometry
 from sparsearch.export._tuning import LayerTiming, tune_layer
 from sparsearch.kernels import SparseWeight
 
@@ -200,15 +200,39 @@ def tune_plan(plan: ModelPlan, *, device: torch.device | str, dtype: torch.dtype
                  ", ".join(f"{t.batch_size}: {t.kernel} {t.speedup:.2f}x" for t in layer.timings))
 
 
+def _fall_back(layer: LayerPlan, kernel: str, reason: str) -> None:
+    """Replaces ``kernel`` in every class by the next fastest recorded kernel."""
+    log.warning("sparsearch.export: %s cannot use %s here (%s); using the next fastest",
+                layer.name, kernel, reason)
+    for timing in layer.timings:
+        if timing.kernel == kernel:
+            timing.times_ms.pop(kernel, None)
+            ranked = sorted(timing.times_ms, key=timing.times_ms.__getitem__)
+            timing.kernel = ranked[0] if ranked else "dense"
+            dense_ms = timing.times_ms.get("dense")
+            timing.speedup = dense_ms / timing.times_ms[timing.kernel] if dense_ms else 1.0
+            timing.rejected[kernel] = reason
+
+
 def swap_layers(model: nn.Module, plan: ModelPlan, *, device: torch.device | str,
                 dtype: torch.dtype, batch_sizes: Sequence[int]) -> None:
-    """Replaces every planned layer of ``model`` by its inference module, in place."""
+    """Replaces every planned layer of ``model`` by its inference module, in place.
+
+    A recorded kernel that cannot run here (its C++ build failed on this machine, say)
+    gives way to the next fastest kernel recorded for that class; dense is always there.
+    """
     for layer in plan.layers.values():
         parent_name, _, child = layer.name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         old = getattr(parent, child)
         bias = old.bias.detach() if getattr(old, "bias", None) is not None else layer.bias
-        new = build_layer(layer.geometry, layer.weight, layout=layer.layout,
-                          kernels=layer.kernels(batch_sizes), batch_sizes=batch_sizes,
-                          bias=bias, device=device, dtype=dtype)
+        while True:
+            try:
+                new = build_layer(layer.geometry, layer.weight, layout=layer.layout,
+                                  kernels=layer.kernels(batch_sizes), batch_sizes=batch_sizes,
+                                  bias=bias, device=device, dtype=dtype)
+                break
+            except RouteUnavailable as err:
+                _fall_back(layer, err.kernel, err.reason)
         setattr(parent, child, new)
+

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import safetensors.torch
@@ -280,3 +283,42 @@ def test_load_on_cuda_measures_there(tmp_path, monkeypatch, dtype):
         y = loaded(x.to("cuda", dtype or torch.float32)).float().cpu()
         assert_close(y, model(x).detach(), rtol=1e-5 if dtype is None else 2e-2)
     assert get_kernel("semi_structured").devices == ("cuda",)
+
+
+LOAD_IN_A_NEW_PROCESS = """
+import sys
+import safetensors.torch
+import torch
+from sparsearch.export import load
+model = load(sys.argv[1])
+data = safetensors.torch.load_file(sys.argv[2])
+with torch.no_grad():
+    y = model(data["x"])
+print(float((y - data["y"]).abs().max() / data["y"].abs().max()))
+print(sorted(set(model.fc1.kernel_names().values())) if hasattr(model.fc1, "kernel_names")
+      else "plain")
+"""
+
+
+@pytest.mark.parametrize("compiler", ["works", "broken"])
+def test_a_new_process_loads_the_c_extension_or_falls_back(tmp_path, compiler):
+    model = mlp_all_formats()
+    path = save(model, None, tmp_path / "e", **FAST)
+    force_kernel(path, "fc1", "nm_cpu")
+    x = torch.randn(9, 64)
+    with torch.no_grad():
+        safetensors.torch.save_file({"x": x, "y": model(x)}, str(tmp_path / "io.safetensors"))
+    env = dict(os.environ)
+    if compiler == "broken":  # a fresh cache and no compiler: the build fails at load
+        env.update(SPARSEARCH_CACHE_DIR=str(tmp_path / "cache"), CXX=str(tmp_path / "no-g++"))
+    result = subprocess.run([sys.executable, "-c", LOAD_IN_A_NEW_PROCESS, str(path),
+                             str(tmp_path / "io.safetensors")], capture_output=True, text=True,
+                            timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    error, kernels = result.stdout.strip().splitlines()
+    assert float(error) <= 1e-5
+    if compiler == "works":
+        assert kernels == "['nm_cpu']"
+    else:
+        assert "nm_cpu" not in kernels
+        assert "fc1 cannot use nm_cpu here (the N:M C++ kernel failed to build" in result.stderr
