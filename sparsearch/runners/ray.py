@@ -37,6 +37,7 @@ its worker's pid to ``trials/<key>/worker.pid`` as it starts, so a test can kill
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -98,7 +99,7 @@ class _Session:
 
     n_trials: int | None
     deadline: float | None
-    max_concurrent: int | None
+    max_concurrent: int
     max_failures: int
     on_trial: Callable[[int, str], None]
     tracker: Any
@@ -148,7 +149,7 @@ class StudySearch(OptunaSearch):
 
     def suggest(self, trial_id: str) -> dict | str | None:
         session = self._session
-        if session.max_concurrent and len(session.in_flight) >= session.max_concurrent:
+        if len(session.in_flight) >= session.max_concurrent:
             return None
         if session.budget_spent(self._ot_study):
             if session.in_flight:
@@ -220,19 +221,27 @@ class TrialPayload:
     objectives: tuple[str, ...]
 
 
+@functools.cache
 def _worker_tracker(uri: str, experiment: str) -> Any:
     """One MLflow client per worker process: reused actors keep it across trials."""
     from sparsearch.tracking import Tracker
 
-    cached = _WORKER_TRACKERS.get((uri, experiment))
-    if cached is None:
-        for name in ("alembic", "mlflow"):
-            logging.getLogger(name).setLevel(logging.WARNING)
-        cached = _WORKER_TRACKERS[(uri, experiment)] = Tracker(uri, experiment)
-    return cached
+    for name in ("alembic", "mlflow"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    return Tracker(uri, experiment)
 
 
-_WORKER_TRACKERS: dict[tuple[str, str], Any] = {}
+@functools.cache
+def _warm_torch() -> None:
+    """Creates one torch optimizer, once per worker process.
+
+    The first optimizer a process creates imports ``torch._dynamo`` (seconds). The local
+    runner's process paid that in the dense baseline; a worker pays it here, before its first
+    trial, so that ``train_s`` measures training alike under both runners.
+    """
+    import torch
+
+    torch.optim.Adam([torch.zeros(1, requires_grad=True)])
 
 
 def train_trial(config: dict[str, Any], payload: TrialPayload) -> None:
@@ -240,6 +249,7 @@ def train_trial(config: dict[str, Any], payload: TrialPayload) -> None:
     import ray
     from ray import tune
 
+    _warm_torch()
     key, number = int(config[KEY]), int(config[NUMBER])
     values = {k: v for k, v in config.items() if k not in (KEY, NUMBER)}
     if os.environ.get(PID_FILES_ENV) == "1":
@@ -297,19 +307,15 @@ def _init_ray(runner: Any) -> bool:
 
     if ray.is_initialized():
         return False
-    # Workers must not chdir into Tune's trial folders: paths in the search are the driver's.
-    os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
-    # Tune's new console output prints a table even when silent; sparsearch shows progress.
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    env_vars = {"RAY_CHDIR_TO_TRIAL_DIR": "0"}
+    kwargs: dict[str, Any] = {"logging_level": logging.WARNING}
     if PID_FILES_ENV in os.environ:
-        env_vars[PID_FILES_ENV] = os.environ[PID_FILES_ENV]
-    common = {"logging_level": logging.WARNING, "runtime_env": {"env_vars": env_vars}}
+        # The test hook reaches workers on every node through the job's runtime env.
+        kwargs["runtime_env"] = {"env_vars": {PID_FILES_ENV: os.environ[PID_FILES_ENV]}}
     if runner.address is None:
         # "local", not None: None would join a cluster `ray start` left on this machine.
-        ray.init(address="local", num_cpus=runner.num_cpus, include_dashboard=False, **common)
+        ray.init(address="local", num_cpus=runner.num_cpus, include_dashboard=False, **kwargs)
     else:
-        ray.init(address=runner.address, **common)
+        ray.init(address=runner.address, **kwargs)
     return True
 
 
@@ -331,10 +337,53 @@ def _storage_path(configured: str | None, run_dir: Path) -> str:
     return str(Path(configured or run_dir / "ray").expanduser().resolve())
 
 
+def _restorable(experiment_path: str) -> bool:
+    """Whether Tune wrote enough of the experiment to restore it.
+
+    ``Tuner.can_restore`` only looks for tuner.pkl; without an experiment state (a kill in
+    the first seconds) Tune would silently start over with one sample.
+    """
+    import pyarrow.fs
+    from ray import tune
+
+    if not tune.Tuner.can_restore(experiment_path):
+        return False
+    if "://" in experiment_path:
+        fs, root = pyarrow.fs.FileSystem.from_uri(experiment_path)
+    else:
+        fs, root = pyarrow.fs.LocalFileSystem(), experiment_path
+    return any(info.base_name.startswith("experiment_state-")
+               for info in fs.get_file_info(pyarrow.fs.FileSelector(root)))
+
+
 def _previous_session(session_file: Path) -> dict[str, Any] | None:
     if not session_file.exists():
         return None
     return json.loads(session_file.read_text())
+
+
+def _tuner(setup: SearchSetup, study: Any, *, trainable: Any, experiment_path: str,
+           restore: bool) -> Any:
+    """Tune's restored experiment, or a new one whose searcher asks the run's study."""
+    from ray import tune
+
+    if restore:
+        log.info("restoring the Ray Tune experiment %s", experiment_path)
+        # Unfinished trials are skipped: the study decides what runs again (module doc).
+        return tune.Tuner.restore(experiment_path, trainable=trainable,
+                                  resume_unfinished=False, resume_errored=False,
+                                  restart_errored=False)
+    searcher = StudySearch(setup.space, storage=_study_storage(setup),
+                           study_name=setup.study_name, sampler=study.sampler,
+                           objectives=setup.objectives, session_key=setup.search_key)
+    storage_path, name = experiment_path.rsplit("/", 1)
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=-1, reuse_actors=True,
+                                    trial_dirname_creator=trial_dirname),
+        run_config=tune.RunConfig(
+            name=name, storage_path=storage_path, verbose=0,
+            failure_config=tune.FailureConfig(max_failures=setup.cfg.runner.max_failures)))
 
 
 def run_ray(setup: SearchSetup, study: Any, *, tracker: Any, parent_run_id: str,
@@ -357,63 +406,51 @@ def run_ray(setup: SearchSetup, study: Any, *, tracker: Any, parent_run_id: str,
 
     cfg, runner = setup.cfg, setup.cfg.runner
     run_dir = setup.run_dir.resolve()
+    # Tune passes this on to the trials: paths in the search are the driver's, not relative
+    # to Tune's trial folders.
+    os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
+    # Tune's new console output prints a table even when silent; sparsearch shows progress.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     started_ray = _init_ray(runner)
     set_env: list[str] = []
     try:
-        storage_path = _storage_path(runner.storage_path, run_dir)
         session_file = run_dir / SESSION_FILE
         previous = _previous_session(session_file)
         restore = (previous is not None and not previous["finished"]
-                   and tune.Tuner.can_restore(previous["experiment"]))
+                   and _restorable(previous["experiment"]))
         if restore:
             experiment_path = previous["experiment"]
         else:
             # A new Tune experiment per fresh session: a finished one stays as it was.
             stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-            experiment_path = f"{storage_path}/{setup.study_name}-{setup.search_key[:8]}-{stamp}"
+            experiment_path = (f"{_storage_path(runner.storage_path, run_dir)}/"
+                               f"{setup.study_name}-{setup.search_key[:8]}-{stamp}")
+        resources = {k: float(v) for k, v in runner.resources_per_trial.items()}
+        slots = _slots(resources, runner.max_concurrent_trials)
         session = _Session(
             n_trials=cfg.search.n_trials,
             deadline=None if cfg.search.timeout_s is None
             else time.monotonic() + cfg.search.timeout_s,
-            max_concurrent=runner.max_concurrent_trials, max_failures=runner.max_failures,
-            on_trial=on_trial, tracker=tracker, search_key=setup.search_key,
-            session_file=session_file, experiment_path=experiment_path)
+            max_concurrent=slots, max_failures=runner.max_failures, on_trial=on_trial,
+            tracker=tracker, search_key=setup.search_key, session_file=session_file,
+            experiment_path=experiment_path)
         _SESSIONS[setup.search_key] = session
         session.write_state(finished=False)
+        # Tune keeps one trial pending at a time for a custom searcher, so each worker would
+        # start only once the previous one runs; let every slot start at once instead.
+        if "TUNE_MAX_PENDING_TRIALS_PG" not in os.environ:
+            os.environ["TUNE_MAX_PENDING_TRIALS_PG"] = str(slots)
+            set_env.append("TUNE_MAX_PENDING_TRIALS_PG")
         payload = TrialPayload(
             space=setup.space, ctx=setup.ctx, run_dir=str(run_dir),
             tracking_uri=_absolute_uri(cfg.tracking.uri), experiment=setup.experiment,
             search_key=setup.search_key, parent_run_id=parent_run_id,
             extra_params={"strategy": cfg.search.strategy},
             objectives=tuple(m for m, _ in setup.objectives))
-        resources = {k: float(v) for k, v in runner.resources_per_trial.items()}
-        # Tune keeps one trial pending at a time for a custom searcher, so each worker would
-        # start only once the previous one runs; let every slot start at once instead.
-        if "TUNE_MAX_PENDING_TRIALS_PG" not in os.environ:
-            os.environ["TUNE_MAX_PENDING_TRIALS_PG"] = str(
-                _slots(resources, runner.max_concurrent_trials))
-            set_env.append("TUNE_MAX_PENDING_TRIALS_PG")
         trainable = tune.with_resources(tune.with_parameters(train_trial, payload=payload),
                                         resources)
-        if restore:
-            log.info("restoring the Ray Tune experiment %s", experiment_path)
-            tuner = tune.Tuner.restore(experiment_path, trainable=trainable,
-                                       resume_unfinished=False, resume_errored=False,
-                                       restart_errored=False)
-        else:
-            searcher = StudySearch(setup.space, storage=_study_storage(setup),
-                                   study_name=setup.study_name, sampler=study.sampler,
-                                   objectives=setup.objectives, session_key=setup.search_key)
-            tuner = tune.Tuner(
-                trainable,
-                tune_config=tune.TuneConfig(search_alg=searcher, num_samples=-1,
-                                            reuse_actors=True,
-                                            trial_dirname_creator=trial_dirname),
-                run_config=tune.RunConfig(
-                    name=experiment_path.rsplit("/", 1)[1],
-                    storage_path=storage_path, verbose=0,
-                    failure_config=tune.FailureConfig(max_failures=runner.max_failures)))
-        tuner.fit()
+        _tuner(setup, study, trainable=trainable, experiment_path=experiment_path,
+               restore=restore).fit()
         if not session.finished:
             raise RuntimeError("the Ray search stopped before its budget was spent; "
                                "rerun the same command to resume it")

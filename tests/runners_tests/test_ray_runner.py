@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.runners_tests.conftest import run_cli_watched, search_args, search_runs, study_trials
+from tests.runners_tests.conftest import search_args, search_runs, start_cli, study_trials
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -28,26 +28,46 @@ def _records(tmp):
         by_key[int(tags["sparsearch.trial_key"])] = {
             "status": child.info.status, "params": child.data.params,
             "metrics": sorted(child.data.metrics), "pareto": tags["pareto"],
-            "rank": tags.get("pareto_rank"), "accuracy": child.data.metrics.get("accuracy")}
+            "rank": tags.get("pareto_rank"), "reason": tags.get("sparsearch.fail_reason"),
+            "accuracy": child.data.metrics.get("accuracy", float("nan"))}
     assert len(by_key) == len(children), "a trial has two MLflow runs"
     return parent, by_key
 
 
+# Conditional (nm only for pattern nm), fixed (allocation) and diverging (lr 1e12) values:
+# with seed 4 the random sampler draws both patterns and one diverging trial of four.
+SPACE = """params:
+  pattern: {choice: [unstructured, nm]}
+  sparsity: {float: [0.5, 0.9], when: {pattern: unstructured}}
+  nm: {choice: ["2:4", "1:4"], when: {pattern: nm}}
+  allocation: erk
+  lr: {choice: [0.01, 1.0e+12]}
+"""
+
+
 def test_local_and_ray_run_the_same_search_with_the_same_records(tmp_path):
+    space = tmp_path / "space.yaml"
+    space.write_text(SPACE)
     # One torch thread in both, so the same subnets train to the same numbers.
-    common = ["search.n_trials=4", "train.threads=1", "seed=5"]
+    common = ["search.n_trials=4", "train.threads=1", "seed=4", f"space={space}"]
+    commands = {}
     for runner in ("local", "ray"):
         (tmp_path / runner).mkdir()
-        code, out = run_cli_watched(
-            [*search_args(tmp_path / runner), *common, f"runner={runner}",
-             "runner.num_cpus=2"], cwd=tmp_path / runner)
+        # Side by side: the local search runs while Ray starts up.
+        commands[runner] = start_cli([*search_args(tmp_path / runner), *common,
+                                      f"runner={runner}", "runner.num_cpus=2"],
+                                     cwd=tmp_path / runner)
+    for command in commands.values():
+        code, out = command.wait(), command.output()
         assert code == 0, out[-3000:]
-        assert "Pareto-optimal subnets of tiny (random, 4 complete" in out
+        assert "Pareto-optimal subnets of tiny (random, 3 complete, 1 failed)" in out
         assert "database is locked" not in out
 
     local_specs, ray_specs = _specs(tmp_path / "local" / "run"), _specs(tmp_path / "ray" / "run")
     assert sorted(local_specs) == [0, 1, 2, 3]
     assert ray_specs == local_specs
+    assert {s["pattern"] for s in ray_specs.values()} == {"unstructured", "nm"}
+    assert {s["allocation"] for s in ray_specs.values()} == {"erk"}
 
     local_parent, local_runs = _records(tmp_path / "local")
     ray_parent, ray_runs = _records(tmp_path / "ray")
@@ -62,16 +82,29 @@ def test_local_and_ray_run_the_same_search_with_the_same_records(tmp_path):
         assert ray["metrics"] == local["metrics"]
         assert (ray["status"], ray["pareto"], ray["rank"]) == (
             local["status"], local["pareto"], local["rank"])
-        assert ray["accuracy"] == pytest.approx(local["accuracy"])
+        assert ray["accuracy"] == pytest.approx(local["accuracy"], nan_ok=True)
+        assert ray["reason"] == local["reason"]
     assert any(r["pareto"] == "true" for r in ray_runs.values())
+    assert [r["status"] for r in ray_runs.values()].count("FAILED") == 1
 
-    # The study finalize_search read holds every trial, as the local runner leaves it, plus
-    # the node each trial ran on.
+    # The study finalize_search read holds every trial as the local runner leaves it (values
+    # and metrics, or the failure and its reason), plus the node each trial ran on.
+    local_trials = study_trials(tmp_path / "local" / "run")
     trials = study_trials(tmp_path / "ray" / "run")
     assert [t.number for t in trials] == [0, 1, 2, 3]
-    assert all(t.state.name == "COMPLETE" and t.values for t in trials)
-    assert all(t.user_attrs["sparsearch.metrics"]["accuracy"] == t.values[0] for t in trials)
-    assert all(t.user_attrs["sparsearch.node_id"] for t in trials)
+    for local, ray in zip(local_trials, trials):
+        assert ray.state == local.state and ray.params == local.params
+        if local.values is None:
+            assert ray.values is None
+        else:
+            assert ray.values == pytest.approx(local.values)
+        assert ray.user_attrs.get("sparsearch.fail_reason") == local.user_attrs.get(
+            "sparsearch.fail_reason")
+        assert set(ray.user_attrs["sparsearch.metrics"]) == set(
+            local.user_attrs["sparsearch.metrics"])
+        assert ray.user_attrs["sparsearch.node_id"]
+    failed = [t for t in trials if t.state.name == "FAIL"]
+    assert len(failed) == 1 and "diverged" in failed[0].user_attrs["sparsearch.fail_reason"]
     session = json.loads((tmp_path / "ray" / "run" / "tune_session.json").read_text())
     assert session["finished"] is True
     assert session["experiment"].startswith(str(tmp_path / "ray" / "run" / "ray"))
