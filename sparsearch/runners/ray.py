@@ -58,7 +58,7 @@ from sparsearch.search.study import REASON, budget_used, trial_key
 from sparsearch.search.trial import TrialJob, run_trial, trial_dir
 from sparsearch.space import SearchSpace
 
-__all__ = ["StudySearch", "run_ray"]
+__all__ = ["StudySearch", "run_dass_ray", "run_ray"]
 
 log = logging.getLogger("sparsearch")
 
@@ -458,5 +458,135 @@ def run_ray(setup: SearchSetup, study: Any, *, tracker: Any, parent_run_id: str,
         for name in set_env:
             os.environ.pop(name, None)
         _SESSIONS.pop(setup.search_key, None)
+        if started_ray:
+            ray.shutdown()
+
+
+def _dass_task(job: Any) -> tuple[Any, str]:
+    """One lambda of DASS on a Ray worker: ``search_lambda`` and the node it ran on."""
+    import ray
+
+    from sparsearch.search.dass import search_lambda
+
+    _warm_torch()
+    return search_lambda(job), ray.get_runtime_context().get_node_id()
+
+
+def _dass_warm_up_task(plan: Any, ctx: EvalContext, dass: Any, deadline: float | None) -> Any:
+    """DASS's shared dense warm-up on a worker (a GPU node when the trials ask for GPUs)."""
+    from sparsearch.search.dass import warm_up
+
+    return warm_up(plan, ctx, dass, deadline=deadline)
+
+
+def run_dass_ray(setup: SearchSetup, study: Any, *, tracker: Any, parent_run_id: str,
+                 on_trial: Callable[[int, str], None]) -> None:
+    """DASS with ``runner=ray``: each lambda's supernet search is a Ray task, several at once.
+
+    The lambda sweep is ``run_dass``'s: the listed lambdas first, then refinements and
+    rounds; lambdas still running count as searched, so no lambda is proposed twice and a
+    refinement or a new round waits for the results it depends on. As many lambdas run at
+    once as the cluster has slots for ``runner.resources_per_trial`` (at most
+    ``runner.max_concurrent_trials``); a task whose worker dies is retried
+    ``runner.max_failures`` times. Each outcome is recorded in the driver with
+    ``record_outcome``, as ``run_dass`` records it (its derived subnet trains there), and
+    its child run is tagged with the node that searched it.
+
+    Args:
+        setup, study, tracker, parent_run_id, on_trial: as for ``run_dass``.
+    """
+    import ray
+    from ray.exceptions import NodeDiedError, OutOfMemoryError, WorkerCrashedError
+
+    from sparsearch.search.dass import (
+        LambdaJob,
+        SweepPoint,
+        build_supernet,
+        check_dass,
+        record_outcome,
+        sweep_points,
+    )
+    from sparsearch.search.dass.bilevel import DeadlineReached
+    from sparsearch.search.dass.run import round_levels
+    from sparsearch.search.dass.sweep import next_step
+
+    cfg, runner = setup.cfg.search, setup.cfg.runner
+    deadline = time.time() + cfg.timeout_s if cfg.timeout_s is not None else None
+    started_ray = _init_ray(runner)
+    try:
+        resources = {k: float(v) for k, v in runner.resources_per_trial.items()}
+        slots = _slots(resources, runner.max_concurrent_trials)
+        options = {"num_cpus": resources.get("cpu", 1.0), "num_gpus": resources.get("gpu", 0.0)}
+        search = ray.remote(_dass_task).options(max_retries=runner.max_failures, **options)
+        warm_up = ray.remote(_dass_warm_up_task).options(max_retries=runner.max_failures,
+                                                         **options)
+        ctx = setup.ctx
+        if ctx.threads is None:
+            ctx = replace(ctx, threads=max(1, int(options["num_cpus"])))
+        plans = {0: check_dass(setup)}
+        min_cost = build_supernet(plans[0], ctx).cheapest_cost(cfg.dass.cost)
+        points = sweep_points(study)
+        warm: dict[int, Any] = {}
+        running: dict[Any, SweepPoint] = {}
+        lost: list[SweepPoint] = []
+        out_of_time = False
+
+        def budget_left() -> bool:
+            if deadline is not None and time.time() >= deadline:
+                return False
+            return cfg.n_trials is None or budget_used(study) + len(running) < cfg.n_trials
+
+        while True:
+            while not out_of_time and len(running) < slots and budget_left():
+                searched = [*points, *running.values(), *lost]
+                step = next_step(cfg.dass.lambdas, searched, refine=cfg.dass.refine,
+                                 min_cost=min_cost)
+                current = max((p.round for p in searched), default=0)
+                if step is None or (running and step[0] > current):
+                    break  # nothing to propose until running lambdas report
+                round_, lam = step
+                if round_ not in plans:
+                    plans[round_] = check_dass(setup,
+                                               levels=round_levels(cfg.dass.levels, round_))
+                round_ctx = replace(ctx, seed=ctx.seed + round_)
+                if round_ not in warm:
+                    try:
+                        warm[round_] = ray.get(warm_up.remote(plans[round_], round_ctx,
+                                                              cfg.dass, deadline))
+                    except DeadlineReached:
+                        log.info("dass: the budget ran out during the dense warm-up")
+                        out_of_time = True
+                        break
+                keys = [p.key for p in searched] + [trial_key(t) for t in
+                                                    study.get_trials(deepcopy=False)]
+                key = max(keys, default=-1) + 1
+                job = LambdaJob(lam=lam, key=key, plan=plans[round_], ctx=round_ctx,
+                                dass=cfg.dass, warm_state=warm[round_], deadline=deadline)
+                running[search.remote(job)] = SweepPoint(lam=lam, key=key, digest="",
+                                                         cost=math.nan, round=round_)
+            if not running:
+                return
+            (ready,), _ = ray.wait(list(running), num_returns=1)
+            pending = running.pop(ready)
+            try:
+                outcome, node = ray.get(ready)
+            except (WorkerCrashedError, NodeDiedError, OutOfMemoryError) as err:
+                # Not proposed again in this run; a rerun searches it anew.
+                log.warning("dass: lambda=%g lost its worker: %s", pending.lam, err)
+                lost.append(pending)
+                continue
+            if outcome.status != "derived":
+                log.info("dass: the budget ran out while searching lambda=%g", pending.lam)
+                out_of_time = True
+                continue
+            point = record_outcome(setup, study, outcome, points=points, tracker=tracker,
+                                   parent_run_id=parent_run_id, round_=pending.round)
+            points.append(point)
+            if point.duplicate_of is None:
+                run_id = tracker.trial_runs(setup.search_key).get(point.key)
+                if run_id is not None:
+                    tracker.set_tags(run_id, {NODE_ID: node})
+                on_trial(point.key, "complete" if point.accuracy is not None else "failed")
+    finally:
         if started_ray:
             ray.shutdown()

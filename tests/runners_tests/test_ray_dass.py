@@ -1,0 +1,80 @@
+"""DASS with runner=ray: each lambda's supernet search is a Ray task, the lambdas at once.
+
+``run_dass_ray`` is called in this process (the app dispatches ``search.strategy=dass`` to
+``run_dass``; the integrator wires ``runner=ray`` to this) against the two-node cluster:
+with one CPU per node, two lambdas searched at once land on both nodes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("sparsearch.search.dass")
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+
+def compose(overrides: list[str]):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    from sparsearch.config import register_configs, validate
+
+    register_configs()
+    GlobalHydra.instance().clear()
+    conf = Path(__file__).resolve().parents[2] / "conf"
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        return validate(OmegaConf.to_object(hydra_compose(config_name="config",
+                                                          overrides=overrides)))
+
+
+def test_dass_lambdas_are_searched_as_parallel_ray_tasks(ray_cluster, tmp_path):
+    import ray
+
+    from sparsearch.runners.ray import run_dass_ray
+    from sparsearch.search.dass import sweep_points
+    from sparsearch.search.setup import prepare_search
+    from sparsearch.search.strategies import create_sampler
+    from sparsearch.search.study import open_study
+    from sparsearch.tracking import Tracker
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = compose([
+        "name=tiny", "search=dass", "search.n_trials=2", "search.dass.lambdas=[0.0,20.0]",
+        "search.dass.refine=false", "search.dass.warmup_epochs=1",
+        "search.dass.search_epochs=2", "search.dass.finetune_epochs=1", "train.epochs=2",
+        "model.hidden=[32,32]", "runner=ray", f"runner.address={ray_cluster.address}",
+        f"tracking.uri={uri}", "export.enabled=false"])
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    setup = prepare_search(cfg, run_dir)
+    tracker = Tracker(uri, setup.experiment)
+    parent = tracker.start_search(search_key=setup.search_key, run_name="dass", params={})
+    study = open_study(name=setup.study_name, storage=None, run_dir=run_dir,
+                       sampler=create_sampler("random", seed=0), directions=setup.directions)
+    reported = []
+    run_dass_ray(setup, study, tracker=tracker, parent_run_id=parent,
+                 on_trial=lambda key, status: reported.append((key, status)))
+    assert not ray.is_initialized(), "the runner left its connection open"
+
+    points = sweep_points(study)
+    assert sorted(p.lam for p in points) == [0.0, 20.0]
+    assert len({p.key for p in points}) == 2
+    derived = [p for p in points if p.duplicate_of is None]
+    assert len(derived) == 2, "lambda 0 and 20 should derive different subnets"
+    trials = study.get_trials(deepcopy=False)
+    assert sorted(t.state.name for t in trials) == ["COMPLETE", "COMPLETE"]
+    assert sorted(k for k, _ in reported) == sorted(p.key for p in derived)
+    runs = tracker.trial_runs(setup.search_key)
+    nodes = {tracker.client.get_run(runs[p.key]).data.tags["sparsearch.node_id"]
+             for p in derived}
+    # Both lambdas were sent at once to two one-CPU nodes: one ran on each.
+    assert len(nodes) == 2
+    for p in derived:
+        run = tracker.client.get_run(runs[p.key])
+        assert run.data.params["strategy"] == "dass"
+        assert float(run.data.params["dass.lambda"]) == p.lam
