@@ -127,7 +127,8 @@ def _record_input_shapes(model: nn.Module, layers: dict[str, nn.Module],
 
     def hook(name: str):
         def record(_: nn.Module, args: tuple[Any, ...]) -> None:
-            shapes.setdefault(name, tuple(args[0].shape[1:]))
+            if args and isinstance(args[0], torch.Tensor):
+                shapes.setdefault(name, tuple(args[0].shape[1:]))
         return record
 
     handles = [m.register_forward_pre_hook(hook(n)) for n, m in layers.items()]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import pytest
 import torch
 from torch import nn
 
@@ -11,6 +12,16 @@ from sparsearch.models import create_model
 from sparsearch.sparsity import apply_masks, block_mask, nm_mask, unstructured_mask
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tests need real timings, not fast ones: on one thread, tiny ops do not stall on
+    OpenMP barriers when other processes share the two cores."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 # Timing budget small enough for tests; choices made with it are still real measurements.
 FAST = {"min_run_time_s": 0.002, "rounds": 1}

@@ -286,10 +286,12 @@ def test_load_on_cuda_measures_there(tmp_path, monkeypatch, dtype):
 
 
 LOAD_IN_A_NEW_PROCESS = """
+import logging
 import sys
 import safetensors.torch
 import torch
 from sparsearch.export import load
+logging.basicConfig(level=logging.INFO)
 model = load(sys.argv[1])
 data = safetensors.torch.load_file(sys.argv[2])
 with torch.no_grad():
@@ -308,7 +310,8 @@ def test_a_new_process_loads_the_c_extension_or_falls_back(tmp_path, compiler):
     x = torch.randn(9, 64)
     with torch.no_grad():
         safetensors.torch.save_file({"x": x, "y": model(x)}, str(tmp_path / "io.safetensors"))
-    env = dict(os.environ)
+    # The thread count the dispatch was measured with, so the recorded choice is used.
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
     if compiler == "broken":  # a fresh cache and no compiler: the build fails at load
         env.update(SPARSEARCH_CACHE_DIR=str(tmp_path / "cache"), CXX=str(tmp_path / "no-g++"))
     result = subprocess.run([sys.executable, "-c", LOAD_IN_A_NEW_PROCESS, str(path),
@@ -317,8 +320,12 @@ def test_a_new_process_loads_the_c_extension_or_falls_back(tmp_path, compiler):
     assert result.returncode == 0, result.stderr[-2000:]
     error, kernels = result.stdout.strip().splitlines()
     assert float(error) <= 1e-5
-    if compiler == "works":
+    if compiler == "works":  # the extension came from the cache, not a new build
         assert kernels == "['nm_cpu']"
+        assert "building the N:M CPU kernel" not in result.stderr
     else:
         assert "nm_cpu" not in kernels
         assert "fc1 cannot use nm_cpu here (the N:M C++ kernel failed to build" in result.stderr
+        fallback = [line for line in result.stderr.splitlines()
+                    if "N:M layers use the plain-torch gather_sum kernel instead" in line]
+        assert len(fallback) == 1

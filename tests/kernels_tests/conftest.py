@@ -32,3 +32,13 @@ def weight_in(fmt: str, *, rows: int = 64, cols: int = 128, seed: int = 0) -> Sp
 @pytest.fixture(params=["dense", "csr", "bsr", "nm", "semi24"])
 def any_weight(request) -> SparseWeight:
     return weight_in(request.param)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tests need real timings, not fast ones: on one thread, tiny ops do not stall on
+    OpenMP barriers when other processes share the two cores."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

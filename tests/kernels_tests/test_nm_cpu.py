@@ -1,20 +1,16 @@
-"""Our C++ N:M kernel: numerics over every M, odd shapes and batch tails; build and fallback."""
+"""Our C++ N:M kernel: numerics over every M, odd shapes and batch tails.
+
+Building in a fresh process, reusing the cached build, and falling back when the build fails
+are tested where they matter, on load: tests/export_tests/test_save_load.py.
+"""
 
 from __future__ import annotations
-
-import os
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
 
 import pytest
 import torch
 from sparsearch.kernels import build_nm_cpu, encode_weight, kernels_for, pack_nm_rows
 
 from sparsearch.sparsity import nm_mask
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def nm_op(x, values, positions, rows, m):
@@ -63,42 +59,6 @@ def test_empty_batch_and_bad_inputs():
         nm_op(torch.randn(2, 4 * 6), values, positions, 8, 6)
     with pytest.raises(RuntimeError, match="groups \\* m != in_features"):
         nm_op(torch.randn(2, 20), values, positions, 8, 4)
-
-
-def _run(code: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=REPO,
-                          capture_output=True, text=True, timeout=300,
-                          env={**os.environ, **env})
-
-
-def test_cached_build_is_reused_by_a_new_process():
-    result = _run("""
-        import logging
-        logging.basicConfig(level=logging.INFO)
-        from sparsearch.kernels import build_nm_cpu
-        assert build_nm_cpu() is None
-    """, {})
-    assert result.returncode == 0, result.stderr
-    assert "building the N:M CPU kernel" not in result.stderr
-
-
-def test_failed_build_falls_back_to_plain_torch_with_one_warning(tmp_path):
-    result = _run("""
-        import torch
-        from sparsearch.kernels import encode_weight, kernels_for
-        w = torch.zeros(16, 32)
-        w[:, ::8] = 1.0
-        usable, skipped = kernels_for(encode_weight(w, "nm", n=1, m=8), device="cpu")
-        print([k.name for k in usable])
-        print(skipped["nm_cpu"])
-    """, {"SPARSEARCH_CACHE_DIR": str(tmp_path), "CXX": str(tmp_path / "no-such-g++")})
-    assert result.returncode == 0, result.stderr
-    usable, reason = result.stdout.strip().splitlines()
-    assert usable == "['dense', 'csr', 'gather_sum']"
-    assert reason.startswith("the N:M C++ kernel failed to build (")
-    warnings = [line for line in result.stderr.splitlines()
-                if "N:M layers use the plain-torch gather_sum kernel instead" in line]
-    assert len(warnings) == 1
 
 
 def test_kernels_for_offers_nm_cpu_for_supported_group_sizes():
