@@ -12,7 +12,7 @@ training time of the trials (``train_s`` in their metrics) and the overhead agai
 once, both after start-up ("steady") and over the whole call ("all-in"). It also times
 ``ray.init`` + ``ray.shutdown`` of a local Ray on its own.
 
-    python benchmarks/runners.py [--trials 16] [--epochs 20] [--hidden 512]
+    python benchmarks/runners.py [--trials 16] [--epochs 40] [--hidden 512]
                                  [--out outputs/bench/runners.json]
 
 Takes about 5 minutes on 2 idle CPU cores. Prints a table and writes JSON.
@@ -147,7 +147,7 @@ def print_table(rows: list[dict[str, Any]], ray_cost: dict[str, float]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=16)
-    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--hidden", type=int, default=512)
     parser.add_argument("--out", type=Path, default=Path("outputs/bench/runners.json"))
     args = parser.parse_args(argv)

@@ -8,6 +8,7 @@ Every Ray process a test starts is found by walking the process tree of what it 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import sqlite3
@@ -181,19 +182,21 @@ def ray_cluster():
     nodes: list[subprocess.Popen] = []
     cluster = RayCluster(address=f"127.0.0.1:{port}", nodes=nodes)
     common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--disable-usage-stats"]
+    head_tmp = tempfile.mkdtemp(prefix="rh", dir="/tmp")
+    node_tmp = tempfile.mkdtemp(prefix="rn", dir="/tmp")
     try:
-        head_tmp = tempfile.mkdtemp(prefix="rh", dir="/tmp")
         nodes.append(_start_node(
             ["--head", f"--port={port}", "--include-dashboard=false",
              f"--dashboard-agent-listen-port={free_port()}", f"--temp-dir={head_tmp}",
              *common], Path(head_tmp) / "start.log"))
-        node_tmp = tempfile.mkdtemp(prefix="rn", dir="/tmp")
         nodes.append(_start_node(
             [f"--address={cluster.address}", f"--dashboard-agent-listen-port={free_port()}",
              f"--temp-dir={node_tmp}", *common], Path(node_tmp) / "start.log"))
         yield cluster
     finally:
         cluster.stop()
+        for folder in (head_tmp, node_tmp):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def study_trials(run_dir: Path, name: str = "tiny") -> list:
