@@ -35,7 +35,7 @@ def with_sparse_kernels(model: nn.Module, *, example_input: torch.Tensor | None 
         device: where to measure and run (default: the model's device).
         batch_sizes: batch-size classes to measure.
         min_run_time_s: timing budget per kernel and class.
-        rounds: interleaved timing rounds.
+        rounds: measurements per contending kernel (minimum kept).
         min_speedup: how much faster than dense a sparse kernel must be to be chosen.
 
     Returns:

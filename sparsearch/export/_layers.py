@@ -43,25 +43,31 @@ def batch_class(batch: int, batch_sizes: Sequence[int]) -> int:
 
 
 class _KernelRoutes(nn.Module):
-    """One kernel and its operands per batch-size class; operands move with ``.to()``."""
+    """One kernel and its operands per batch-size class; operands move with ``.to()``.
 
-    def __init__(self, routes: Sequence[tuple[Kernel, Operands]], batch_sizes: Sequence[int],
-                 bias: torch.Tensor | None) -> None:
+    A dense class has no kernel: it calls ``F.linear``/``F.conv2d`` on ``self.weight``
+    directly, so a layer that is sparse only at large batches costs small batches no more
+    than a bisect and an attribute lookup over the plain module.
+    """
+
+    def __init__(self, routes: Sequence[tuple[Kernel, Operands] | None],
+                 batch_sizes: Sequence[int], bias: torch.Tensor | None,
+                 dense_weight: torch.Tensor | None) -> None:
         super().__init__()
         self.batch_sizes = sorted(batch_sizes)
         self._bounds = _class_bounds(self.batch_sizes)
-        self._kernels = [kernel for kernel, _ in routes]
-        self._operands = [operands for _, operands in routes]
+        self._kernels = [None if route is None else route[0] for route in routes]
+        self._operands = [None if route is None else route[1] for route in routes]
         self.bias = None if bias is None else nn.Parameter(bias.detach(), requires_grad=False)
-
-    def _route(self, batch: int) -> tuple[Kernel, Operands]:
-        i = bisect.bisect_right(self._bounds, batch)
-        return self._kernels[i], self._operands[i]
+        self.weight = (None if dense_weight is None
+                       else nn.Parameter(dense_weight.detach(), requires_grad=False))
 
     def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> Any:
         super()._apply(fn, recurse)
         moved: dict[int, Operands] = {}
         for i, operands in enumerate(self._operands):
+            if operands is None:
+                continue
             if id(operands) not in moved:
                 moved[id(operands)] = {k: fn(v) if isinstance(v, torch.Tensor) else v
                                        for k, v in operands.items()}
@@ -69,7 +75,8 @@ class _KernelRoutes(nn.Module):
         return self
 
     def kernel_names(self) -> dict[int, str]:
-        return {b: k.name for b, k in zip(self.batch_sizes, self._kernels)}
+        return {b: "dense" if k is None else k.name
+                for b, k in zip(self.batch_sizes, self._kernels)}
 
     def extra_repr(self) -> str:
         routes = ", ".join(f"{b}: {name}" for b, name in self.kernel_names().items())
@@ -80,17 +87,20 @@ class SparseLinear(_KernelRoutes):
     """``nn.Linear`` on a sparse kernel chosen per batch-size class (inference only)."""
 
     def __init__(self, in_features: int, out_features: int, *,
-                 routes: Sequence[tuple[Kernel, Operands]], batch_sizes: Sequence[int],
-                 bias: torch.Tensor | None) -> None:
-        super().__init__(routes, batch_sizes, bias)
+                 routes: Sequence[tuple[Kernel, Operands] | None], batch_sizes: Sequence[int],
+                 bias: torch.Tensor | None, dense_weight: torch.Tensor | None) -> None:
+        super().__init__(routes, batch_sizes, bias, dense_weight)
         self.in_features = in_features
         self.out_features = out_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        kernel, operands = self._route(x.shape[0] if x.dim() > 1 else 1)
+        i = bisect.bisect_right(self._bounds, x.shape[0] if x.dim() > 1 else 1)
+        kernel = self._kernels[i]
+        if kernel is None:
+            return F.linear(x, self.weight, self.bias)
         x2 = x if x.dim() == 2 else x.reshape(-1, self.in_features)
         # Contiguous, so callers may .view() the output as they would nn.Linear's.
-        y = kernel.linear(operands, x2, self.bias).contiguous()
+        y = kernel.linear(self._operands[i], x2, self.bias).contiguous()
         return y if x.dim() == 2 else y.reshape(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
@@ -102,9 +112,9 @@ class SparseConv2d(_KernelRoutes):
     """``nn.Conv2d`` (groups=1, zero padding) as a GEMM on a kernel chosen per batch class."""
 
     def __init__(self, geometry: dict[str, Any], *, layout: str,
-                 routes: Sequence[tuple[Kernel, Operands]], batch_sizes: Sequence[int],
+                 routes: Sequence[tuple[Kernel, Operands] | None], batch_sizes: Sequence[int],
                  bias: torch.Tensor | None, dense_weight: torch.Tensor | None) -> None:
-        super().__init__(routes, batch_sizes, bias)
+        super().__init__(routes, batch_sizes, bias, dense_weight)
         self.in_channels = geometry["in_channels"]
         self.out_channels = geometry["out_channels"]
         self.kernel_size = tuple(geometry["kernel_size"])
@@ -113,9 +123,6 @@ class SparseConv2d(_KernelRoutes):
         self.dilation = tuple(geometry["dilation"])
         self.layout = layout
         self._pointwise = self.kernel_size == (1, 1) and self.padding == (0, 0)
-        # The 4-D weight, kept only where some batch class runs dense F.conv2d.
-        self.weight = (None if dense_weight is None
-                       else nn.Parameter(dense_weight.detach(), requires_grad=False))
 
     def _columns(self, x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
         batch = x.shape[0]
@@ -141,12 +148,13 @@ class SparseConv2d(_KernelRoutes):
         unbatched = x.dim() == 3
         if unbatched:
             x = x.unsqueeze(0)
-        kernel, operands = self._route(x.shape[0])
-        if kernel.name == "dense":
+        i = bisect.bisect_right(self._bounds, x.shape[0])
+        kernel = self._kernels[i]
+        if kernel is None:
             y = F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation)
         else:
             cols, height, width = self._columns(x)
-            y = kernel.linear(operands, cols, self.bias)
+            y = kernel.linear(self._operands[i], cols, self.bias)
             y = y.reshape(x.shape[0], height, width, self.out_channels).permute(0, 3, 1, 2)
             y = y.contiguous()
         return y.squeeze(0) if unbatched else y
@@ -244,19 +252,17 @@ def build_layer(geometry: dict[str, Any], weight: SparseWeight, *, layout: str,
     if all(name == "dense" for name in kernels):
         return dense_module(geometry, dense_weight(), bias)
     prepared: dict[str, Operands] = {}
-    for name in kernels:
-        if name in prepared:
-            continue
-        if geometry["type"] == "conv2d" and name == "dense":
-            prepared[name] = {}  # F.conv2d on the 4-D weight
+    for name in dict.fromkeys(kernels):
+        if name == "dense":
             continue
         try:
             prepared[name] = get_kernel(name).prepare(weight, device=device, dtype=dtype)
         except KernelUnavailable as err:
             raise RouteUnavailable(name, str(err)) from err
-    routes = [(get_kernel(name), prepared[name]) for name in kernels]
+    routes = [None if name == "dense" else (get_kernel(name), prepared[name]) for name in kernels]
+    kept = dense_weight() if "dense" in kernels else None
     if geometry["type"] == "linear":
         return SparseLinear(geometry["in_features"], geometry["out_features"], routes=routes,
-                            batch_sizes=batch_sizes, bias=bias)
+                            batch_sizes=batch_sizes, bias=bias, dense_weight=kept)
     return SparseConv2d(geometry, layout=layout, routes=routes, batch_sizes=batch_sizes,
-                        bias=bias, dense_weight=dense_weight() if "dense" in kernels else None)
+                        bias=bias, dense_weight=kept)

@@ -126,7 +126,7 @@ def save(model: nn.Module, spec: SubnetSpec | dict[str, Any] | None, path: str |
         batch_sizes: batch-size classes to measure.
         tune: measure the dispatch now; if False, ``load`` measures it on first load.
         min_run_time_s: timing budget per kernel and class.
-        rounds: interleaved timing rounds (minimum kept).
+        rounds: measurements per contending kernel (minimum kept).
         min_speedup: how much faster than dense a sparse kernel must be to be chosen.
         overwrite: replace an existing export at ``path``.
 

@@ -2,16 +2,17 @@
 
 Every applicable kernel runs the layer on a random input of the layer's real per-sample
 shape, is checked against dense (max error relative to the output's scale), and is timed
-against dense in the same process with ``torch.utils.benchmark.Timer.blocked_autorange``.
-A sparse kernel replaces dense only when it is at least ``min_speedup`` times faster, so
-timing noise cannot make an exported model slower than dense. Timings are interleaved over
-``rounds`` and the minimum kept, which is the estimate least disturbed by other processes.
+against dense in the same process with ``torch.utils.benchmark.Timer``. A sparse kernel
+replaces dense only when it is at least ``min_speedup`` times faster, so timing noise
+cannot make an exported model slower than dense. Kernels several times slower than dense
+in one call are not timed further; the others are timed ``rounds`` times and the minimum
+kept, the estimate least disturbed by other processes.
 """
 
 from __future__ import annotations
 
 import platform
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +30,8 @@ _TOLERANCE = {torch.float32: 1e-5, torch.float64: 1e-9}
 _HALF_TOLERANCE = 1e-2
 # Kernels slower than this many times dense in a single call are not timed further.
 _SCREEN_FACTOR = 3.0
+# Slowdown a dense class may take from routing before the whole layer stays dense.
+_ROUTING_TOLERANCE = 0.03
 
 
 @dataclass
@@ -141,8 +144,8 @@ def tune_layer(geometry: dict[str, Any], weight: SparseWeight, *, layout: str,
         batch_sizes: the batch-size classes to time.
         device: where to time.
         dtype: the floating-point dtype to run in.
-        min_run_time_s: ``blocked_autorange`` budget per measurement.
-        rounds: interleaved repetitions; the minimum time per kernel is kept.
+        min_run_time_s: timing budget per measurement.
+        rounds: measurements per contending kernel; the minimum is kept.
         min_speedup: how much faster than dense a sparse kernel must be to be chosen.
         seed: seed of the random inputs.
     """
@@ -164,14 +167,16 @@ def tune_layer(geometry: dict[str, Any], weight: SparseWeight, *, layout: str,
         if kernel.name == "dense":
             continue
         try:
-            modules[kernel.name] = build_layer(geometry, weight, kernels=[kernel.name] * len(sizes),
-                                               **common)
+            modules[kernel.name] = build_layer(geometry, weight,
+                                               kernels=[kernel.name] * len(sizes), **common)
         except (KernelUnavailable, RuntimeError, ValueError) as err:
             rejected[kernel.name] = f"prepare failed: {err}"
     generator = torch.Generator().manual_seed(seed)
     results = []
+    inputs = {}
     for batch in sizes:
         x = torch.randn(batch, *sample_shape, generator=generator).to(device=device, dtype=dtype)
+        inputs[batch] = x
         class_rejected = dict(rejected)
         with torch.no_grad():
             ref = dense(x)
@@ -210,4 +215,36 @@ def tune_layer(geometry: dict[str, Any], weight: SparseWeight, *, layout: str,
             best = "dense"
         results.append(LayerTiming(batch, best, times["dense"] / times[best], times,
                                    {**serving_skipped, **class_rejected}))
+    _keep_dense_classes_whole(results, dense, inputs, min_run_time_s=min_run_time_s,
+                              build=lambda kernels: build_layer(geometry, weight,
+                                                                kernels=kernels, **common))
     return results
+
+
+def _keep_dense_classes_whole(results: list[LayerTiming], dense: nn.Module,
+                              inputs: dict[int, torch.Tensor], *, min_run_time_s: float,
+                              build: Callable[[list[str]], nn.Module]) -> None:
+    """Keeps the layer plain when going sparse at some classes slows its dense classes.
+
+    A layer that is sparse at some batch classes becomes a routing module, and its dense
+    classes then pay the routing too. On small layers that can exceed the noise, and an
+    export must not be slower than dense at any class, so such a layer stays dense.
+    """
+    chosen = [r.kernel for r in results]
+    if "dense" not in chosen or all(k == "dense" for k in chosen):
+        return
+    routed = build(chosen)
+    for r in results:
+        if r.kernel != "dense":
+            continue
+        x = inputs[r.batch_size]
+        plain_ms = time_ms(dense, x, min_run_time_s=min_run_time_s)
+        routed_ms = time_ms(routed, x, min_run_time_s=min_run_time_s)
+        if routed_ms > plain_ms * (1 + _ROUTING_TOLERANCE):
+            reason = (f"kept dense: routing would cost batch {r.batch_size} "
+                      f"{routed_ms / plain_ms - 1:.0%} over plain dense")
+            for other in results:
+                if other.kernel != "dense":
+                    other.rejected[other.kernel] = reason
+                    other.kernel, other.speedup = "dense", 1.0
+            return
