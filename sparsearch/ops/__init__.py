@@ -1,0 +1,46 @@
+"""DASS's sparse ops, DARTS's mixed op and primitives, and the two supernets.
+
+- ``SparseLinear`` / ``SparseConv2d``: learned top-k score masks with a straight-through
+  gradient and HYDRA's scaled score init (DASS, arXiv 2207.06968; HYDRA, arXiv 2002.10509).
+- ``MixedOp`` and the 8 DARTS primitives (arXiv 1806.09055), as a registry.
+- ``MacroSupernet``: each prunable layer of a fixed backbone chooses its (pattern, sparsity).
+- ``CellSupernet``: DARTS normal and reduction cells with every parametric op sparse;
+  ``CellNetwork`` (model ``darts_cell``) is the network a genotype derives.
+"""
+
+from sparsearch.ops.cells import CellNetwork, CellSupernet
+from sparsearch.ops.macro import MacroSupernet
+from sparsearch.ops.masks import Candidate, MaskCache, mixed_mask, scaled_score_init
+from sparsearch.ops.mixed import MixedOp
+from sparsearch.ops.primitives import create_primitive, list_primitives, register_primitive
+from sparsearch.ops.sparse import (
+    MaskChoice,
+    SparseConv2d,
+    SparseLinear,
+    SparseWeight,
+    attach_scores,
+    sparse_weights,
+)
+from sparsearch.ops.supernet import PHASES, Supernet
+
+__all__ = [
+    "PHASES",
+    "Candidate",
+    "CellNetwork",
+    "CellSupernet",
+    "MacroSupernet",
+    "MaskCache",
+    "MaskChoice",
+    "MixedOp",
+    "SparseConv2d",
+    "SparseLinear",
+    "SparseWeight",
+    "Supernet",
+    "attach_scores",
+    "create_primitive",
+    "list_primitives",
+    "mixed_mask",
+    "register_primitive",
+    "scaled_score_init",
+    "sparse_weights",
+]
