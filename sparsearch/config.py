@@ -105,7 +105,7 @@ class DassConfig:
     derive: str = "argmax"
     # Use the second-order (unrolled) architecture gradient.
     second_order: bool = False
-    # Cell supernet size (supernet=cell): initial channels and number of cells.
+    # Cell supernet size (supernet=cell): initial channels (>= 4) and number of cells.
     init_channels: int = 8
     cells: int = 3
     # Values of the space's non-architecture parameters (recipe, lr, knobs) for the derived
@@ -116,6 +116,9 @@ class DassConfig:
     refine: bool = True
     # DARTS-PT: epochs of supernet fine-tuning after each decision (derive=pt).
     pt_tune_epochs: int = 1
+    # Supernet batch size (null: the subnets' training batch size); larger batches mean
+    # fewer mask updates per epoch, so a faster search.
+    batch_size: int | None = None
 
     def __post_init__(self) -> None:
         for key in ("warmup_epochs", "search_epochs", "finetune_epochs", "pt_tune_epochs"):
@@ -123,9 +126,16 @@ class DassConfig:
                 raise ConfigError(f"search.dass.{key} must be >= 0, got {getattr(self, key)}")
         if self.alpha_lr <= 0:
             raise ConfigError(f"search.dass.alpha_lr must be > 0, got {self.alpha_lr}")
-        if self.init_channels < 1 or self.cells < 1:
-            raise ConfigError(f"search.dass.init_channels and search.dass.cells must be >= 1, "
-                              f"got {self.init_channels} and {self.cells}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ConfigError(f"search.dass.batch_size must be >= 1 or null, got "
+                              f"{self.batch_size}")
+        if self.cells < 1:
+            raise ConfigError(f"search.dass.cells must be >= 1, got {self.cells}")
+        if self.init_channels < 4:
+            # Narrower cells corrupt the heap in oneDNN's single-thread CPU conv backward
+            # (torch 2.14.1, oneDNN 3.12).
+            raise ConfigError(f"search.dass.init_channels must be >= 4, got "
+                              f"{self.init_channels}")
 
 
 @dataclass

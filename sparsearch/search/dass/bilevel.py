@@ -1,0 +1,185 @@
+"""DASS's bi-level optimisation of a supernet, first or second order.
+
+Mousavi et al., "DASS" (arXiv 2207.06968), on top of DARTS (Liu et al., arXiv 1806.09055):
+
+    min_alpha  L_val(W*(alpha) * M(S*(alpha)), alpha) + lambda * E_alpha[cost]
+    s.t.       W*, S* = argmin_{W,S} L_train(W * M(S), alpha)
+
+Each step takes one batch of the train split for the lower level (the phase's parameters)
+and one batch of the val split for alpha, on the *masked* supernet: DASS's
+sparsity-aware objective (``architect.py`` sets the unrolled model to the current prune
+rate). The cost term E[cost] is the expected density or FLOPs under softmax(alpha),
+normalised to the dense network. Phases (DASS ``train_search.py``): warm-up is dense and
+trains W (and alpha without the cost term, which is shared by every lambda); mask
+learning trains the scores S with W frozen; fine-tune trains W with the masks fixed. Alpha
+is stepped in mask learning too (DASS's default trainer leaves it frozen there), so a
+short schedule gives alpha more steps on the masked supernet.
+
+Second order (DARTS eq. 7-8): ``grad_alpha L_val(w', alpha) - xi * (grad_alpha L_train(w+)
+- grad_alpha L_train(w-)) / (2 eps)`` with ``w' = w - xi grad_w L_train``,
+``w+- = w +- eps grad_w' L_val`` and ``eps = 0.01 / ||grad_w' L_val||``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from sparsearch.data import DataSplits, iterate_batches
+from sparsearch.ops.supernet import Supernet
+from sparsearch.train import DivergedError, TrainSettings, make_optimizer
+
+__all__ = ["BilevelTrainer", "DeadlineReached", "supernet_accuracy"]
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+GRAD_CLIP = 5.0  # DARTS's weight-gradient clip
+
+
+class DeadlineReached(RuntimeError):
+    """The search's wall-clock budget ran out during supernet training."""
+
+
+@dataclass(frozen=True)
+class AlphaSettings:
+    """How alpha is trained: Adam lr (betas 0.5/0.999, wd 1e-3 as DARTS), cost weight."""
+
+    lr: float
+    lam: float
+    cost: str
+    second_order: bool = False
+
+
+class BilevelTrainer:
+    """Alternates lower-level steps on the train split with alpha steps on the val split.
+
+    Args:
+        supernet: the supernet, on its device.
+        data: the splits (on the supernet's device).
+        settings: optimiser, lr and batch size of the lower level.
+        alpha: alpha's settings and the cost weight lambda.
+        generator: seeds the batch order.
+        deadline: ``time.time()`` after which training raises DeadlineReached.
+    """
+
+    def __init__(self, supernet: Supernet, data: DataSplits, *, settings: TrainSettings,
+                 alpha: AlphaSettings, generator: torch.Generator,
+                 deadline: float | None = None) -> None:
+        self.net = supernet
+        self.data = data
+        self.settings = settings
+        self.alpha = alpha
+        self.generator = generator
+        self.deadline = deadline
+        self.alpha_opt = torch.optim.Adam(supernet.arch_parameters(), lr=alpha.lr,
+                                          betas=(0.5, 0.999), weight_decay=1e-3)
+        self._val: Iterator[Batch] = iter(())
+        self.steps = 0
+
+    def _val_batch(self) -> Batch:
+        batch = next(self._val, None)
+        if batch is None:
+            self._val = iterate_batches(self.data.val, self.settings.batch_size,
+                                        generator=self.generator)
+            batch = next(self._val)
+        return batch
+
+    def _loss(self, batch: Batch) -> torch.Tensor:
+        loss = F.cross_entropy(self.net(batch[0]), batch[1])
+        if not math.isfinite(float(loss.detach())):
+            raise DivergedError(f"supernet loss became {float(loss.detach())}")
+        return loss
+
+    def _alpha_objective(self, batch: Batch, lam: float) -> torch.Tensor:
+        loss = self._loss(batch)
+        if lam:
+            # The cost term: lambda * E_alpha[cost], dense = 1.
+            loss = loss + lam * self.net.expected_cost(self.alpha.cost)
+        return loss
+
+    def _first_order(self, val: Batch, lam: float) -> list[torch.Tensor]:
+        return list(torch.autograd.grad(self._alpha_objective(val, lam),
+                                        self.net.arch_parameters(), allow_unused=True))
+
+    def _second_order(self, train: Batch, val: Batch, lam: float,
+                      inner: list[nn.Parameter], xi: float) -> list[torch.Tensor]:
+        arch = self.net.arch_parameters()
+        saved = [p.detach().clone() for p in inner]
+        grads = torch.autograd.grad(self._loss(train), inner, allow_unused=True)
+        with torch.no_grad():
+            for p, g in zip(inner, grads):
+                if g is not None:
+                    p.sub_(xi * g)  # w' = w - xi * grad_w L_train(w, alpha)
+        out = torch.autograd.grad(self._alpha_objective(val, lam), [*arch, *inner],
+                                  allow_unused=True)
+        d_alpha, d_inner = list(out[:len(arch)]), out[len(arch):]
+        norm = math.sqrt(sum(float((g * g).sum()) for g in d_inner if g is not None))
+        eps = 0.01 / max(norm, 1e-12)
+        hessian = []
+        for sign in (1.0, -1.0):
+            with torch.no_grad():
+                for p, w, g in zip(inner, saved, d_inner):
+                    p.copy_(w if g is None else w + sign * eps * g)  # w+- = w +- eps * dw'
+            hessian.append(torch.autograd.grad(self._loss(train), arch, allow_unused=True))
+        with torch.no_grad():
+            for p, w in zip(inner, saved):
+                p.copy_(w)
+        for i, (gp, gm) in enumerate(zip(*hessian)):
+            if gp is not None and gm is not None:
+                d_alpha[i] = (d_alpha[i] if d_alpha[i] is not None else 0) - xi * (gp - gm) / (
+                    2 * eps)
+        return d_alpha
+
+    def _alpha_step(self, train: Batch, lam: float, inner: list[nn.Parameter]) -> None:
+        val = self._val_batch()
+        if self.alpha.second_order and inner:
+            grads = self._second_order(train, val, lam, inner, self.settings.lr)
+        else:
+            grads = self._first_order(val, lam)
+        for p, g in zip(self.net.arch_parameters(), grads):
+            p.grad = None if g is None else g.detach()
+        self.alpha_opt.step()
+
+    def run_phase(self, phase: str, epochs: int, *, train_alpha: bool = True) -> None:
+        """Trains ``epochs`` epochs of one DASS phase (warmup | search | finetune).
+
+        Raises:
+            DeadlineReached: the deadline passed.
+            DivergedError: a loss became NaN or infinite.
+        """
+        if epochs <= 0:
+            return
+        self.net.set_phase(phase)
+        inner = (self.net.score_parameters() if phase == "search"
+                 else self.net.weight_parameters())
+        optimizer = make_optimizer(inner, self.settings)
+        lam = 0.0 if phase == "warmup" else self.alpha.lam
+        for _ in range(epochs):
+            for batch in iterate_batches(self.data.train, self.settings.batch_size,
+                                         generator=self.generator):
+                if self.deadline is not None and time.time() >= self.deadline:
+                    raise DeadlineReached(f"deadline reached in the {phase} phase")
+                self.net.train()
+                if train_alpha:
+                    self._alpha_step(batch, lam, inner)
+                grads = torch.autograd.grad(self._loss(batch), inner, allow_unused=True)
+                for p, g in zip(inner, grads):
+                    p.grad = None if g is None else g.detach()
+                nn.utils.clip_grad_norm_(inner, GRAD_CLIP)
+                optimizer.step()
+                self.steps += 1
+
+
+@torch.no_grad()
+def supernet_accuracy(supernet: nn.Module, pair: Batch, *, batch_size: int = 1024) -> float:
+    """Top-1 accuracy of the supernet (with its current overrides) on a split."""
+    supernet.eval()
+    correct = 0
+    for inputs, targets in iterate_batches(pair, batch_size):
+        correct += int((supernet(inputs).argmax(dim=1) == targets).sum())
+    return correct / max(len(pair[1]), 1)
