@@ -85,3 +85,121 @@ def iterate_batches(
     for start in range(0, n, batch_size):
         sel = order[start:start + batch_size]
         yield inputs[sel], targets[sel]
+
+
+# Image datasets read from a local folder (CIFAR-10's python batches, class folders).
+# Nothing is downloaded: a missing or malformed folder is a ConfigError naming the path.
+
+from pathlib import Path  # noqa: E402  (appended section: the loaders of image folders)
+
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
+
+
+def _subset(images: np.ndarray, targets: np.ndarray, *, limit: int | None,
+            seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """At most ``limit`` samples, drawn with a seeded permutation (the same for the same seed)."""
+    if limit is None or limit >= len(targets):
+        return images, targets
+    keep = np.sort(np.random.RandomState(seed).permutation(len(targets))[:limit])
+    return images[keep], targets[keep]
+
+
+def _resize(images: np.ndarray, image_size: int | None) -> np.ndarray:
+    """[N, C, H, W] float images resized (bilinear, antialiased) to a square side."""
+    if image_size is None or images.shape[-2:] == (image_size, image_size):
+        return images
+    from torch.nn import functional as F
+
+    out = F.interpolate(torch.from_numpy(images), size=(image_size, image_size),
+                        mode="bilinear", antialias=True, align_corners=False)
+    return out.clamp_(0.0, 1.0).numpy()
+
+
+def _cifar_folder(root: Path) -> Path:
+    from sparsearch.config import ConfigError
+
+    for folder in (root, root / "cifar-10-batches-py"):
+        if all((folder / f"data_batch_{i}").is_file() for i in range(1, 6)) \
+                and (folder / "test_batch").is_file():
+            return folder
+    raise ConfigError(f"data.root {str(root)!r} holds no CIFAR-10 python batches "
+                      f"(data_batch_1..5 and test_batch, as in cifar-10-python.tar.gz)")
+
+
+def load_cifar10_splits(root: Path, *, val_fraction: float, test_fraction: float, seed: int,
+                        image_size: int | None = None, limit: int | None = None) -> DataSplits:
+    """CIFAR-10 from its python pickle batches (``data_batch_1..5``, ``test_batch``).
+
+    All 60,000 images (train and test batches together) are split by the config's
+    fractions, as every dataset here; pixels are scaled to [0, 1], shape (3, 32, 32) or
+    ``(3, image_size, image_size)``.
+
+    Raises:
+        ConfigError: the folder lacks a batch, or a batch is not a CIFAR-10 pickle.
+    """
+    import pickle
+
+    from sparsearch.config import ConfigError
+
+    folder = _cifar_folder(Path(root))
+    images, labels = [], []
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        try:
+            with open(folder / name, "rb") as handle:
+                batch = pickle.load(handle, encoding="bytes")
+            images.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+            labels.append(np.asarray(batch[b"labels"], dtype=np.int64))
+        except (OSError, pickle.UnpicklingError, KeyError, TypeError, ValueError, EOFError) as err:
+            raise ConfigError(f"data.root: {folder / name} is not a CIFAR-10 python batch "
+                              f"({type(err).__name__})") from None
+    data, targets = _subset(np.concatenate(images), np.concatenate(labels), limit=limit,
+                            seed=seed)
+    pixels = _resize(data.astype(np.float32) / 255.0, image_size)
+    return split_arrays(pixels, targets, val_fraction=val_fraction,
+                        test_fraction=test_fraction, seed=seed, name="cifar10")
+
+
+def load_imagefolder_splits(root: Path, *, val_fraction: float, test_fraction: float,
+                            seed: int, image_size: int | None = None,
+                            limit: int | None = None) -> DataSplits:
+    """Images in one folder per class (``root/<class>/<image>``), classes in sorted order.
+
+    Images are read with PIL as RGB, scaled to [0, 1] and resized to ``image_size`` when
+    set; without it every image must have the same size.
+
+    Raises:
+        ConfigError: no class folders or images, an unreadable image, or mixed sizes
+            without ``data.image_size``.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    from sparsearch.config import ConfigError
+
+    root = Path(root)
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    files = [(path, label) for label, name in enumerate(classes)
+             for path in sorted((root / name).iterdir())
+             if path.suffix.lower() in _IMAGE_SUFFIXES]
+    if len(classes) < 2 or not files:
+        raise ConfigError(f"data.root {str(root)!r} must hold one folder of images per class "
+                          f"(at least 2 classes), found {len(classes)} folder(s) and "
+                          f"{len(files)} image(s)")
+    targets = np.asarray([label for _, label in files], dtype=np.int64)
+    index, targets = _subset(np.arange(len(files)), targets, limit=limit, seed=seed)
+    images = []
+    for i in index:
+        path = files[i][0]
+        try:
+            with Image.open(path) as image:
+                rgb = image.convert("RGB")
+                if image_size is not None:
+                    rgb = rgb.resize((image_size, image_size), Image.Resampling.BILINEAR)
+                images.append(np.asarray(rgb, dtype=np.float32).transpose(2, 0, 1) / 255.0)
+        except (OSError, UnidentifiedImageError) as err:
+            raise ConfigError(f"data.root: cannot read image {path} ({err})") from None
+    sizes = {img.shape for img in images}
+    if len(sizes) > 1:
+        raise ConfigError(f"data.root {str(root)!r}: images have different sizes "
+                          f"{sorted(s[1:] for s in sizes)[:3]}; set data.image_size")
+    return split_arrays(np.stack(images), targets, val_fraction=val_fraction,
+                        test_fraction=test_fraction, seed=seed, name="imagefolder")
