@@ -82,9 +82,12 @@ def run_trials(setup: Any, study: Any, *, tracker: Any, parent_run_id: str,
                on_trial: Any) -> None:
     """Dispatches to the strategy (dass drives its own trials) or to the runner."""
     if setup.cfg.search.strategy == "dass":
-        from sparsearch.search.dass import run_dass
-
-        run_dass(setup, study, tracker=tracker, parent_run_id=parent_run_id, on_trial=on_trial)
+        if setup.cfg.runner.kind == "ray":
+            # One Ray task per lambda, in parallel.
+            from sparsearch.runners.ray import run_dass_ray as dass
+        else:
+            from sparsearch.search.dass import run_dass as dass
+        dass(setup, study, tracker=tracker, parent_run_id=parent_run_id, on_trial=on_trial)
         return
     from sparsearch.runners import get_runner
 
