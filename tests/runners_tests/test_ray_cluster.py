@@ -37,7 +37,7 @@ def _wait_for(condition, *, timeout: float, what: str, command=None) -> None:
             raise AssertionError(f"timed out waiting for {what}")
         if command is not None:
             command.watch()
-        time.sleep(0.2)
+        time.sleep(0.1)
 
 
 def _children_by_key(tmp: Path) -> dict[int, object]:
@@ -86,8 +86,9 @@ def _kill_worker(pid_file: Path, tmp: Path, command) -> int:
 def test_killed_workers_are_retried_then_failed_with_a_reason(ray_cluster, tmp_path):
     # runner.max_failures=1: trial A's worker is killed twice (the retry, then the failure),
     # trial B's once (the retry completes it); the search goes on to its 4 trials.
+    # Trials of a few seconds, so each is still training when it is killed.
     command = start_cli(
-        [*search_args(tmp_path, n_trials=4, epochs=8, hidden="[128,128]"), "runner=ray",
+        [*search_args(tmp_path, n_trials=4, epochs=25, hidden="[256,256]"), "runner=ray",
          f"runner.address={ray_cluster.address}", "runner.max_failures=1"],
         cwd=tmp_path, env={"SPARSEARCH_RAY_PID_FILES": "1"})
     trials_dir = tmp_path / "run" / "trials"
@@ -119,7 +120,7 @@ def test_killed_workers_are_retried_then_failed_with_a_reason(ray_cluster, tmp_p
 
 
 def test_a_killed_driver_resumes_without_rerunning_or_duplicating(ray_cluster, tmp_path):
-    args = [*search_args(tmp_path, n_trials=6, epochs=8, hidden="[128,128]"), "runner=ray",
+    args = [*search_args(tmp_path, n_trials=6, epochs=12, hidden="[256,256]"), "runner=ray",
             f"runner.address={ray_cluster.address}"]
     run_dir = tmp_path / "run"
     first = start_cli(args, cwd=tmp_path, log_name="first.log")
