@@ -13,12 +13,13 @@ from torch.nn import functional as F
 from sparsearch.config import ConfigError, DassConfig
 from sparsearch.data import DataSplits, iterate_batches
 from sparsearch.evaluate import EvalContext, build_model, evaluate
-from sparsearch.ops import Candidate, MacroSupernet
+from sparsearch.ops import Candidate, CellSupernet, MacroSupernet
 from sparsearch.search.dass import (
     LambdaJob,
     SweepPoint,
     derive_argmax,
     derive_pt,
+    genotype_of,
     layer_candidates,
     next_lambda,
     plan_supernet,
@@ -191,3 +192,31 @@ def test_sweep_listed_first_then_refines_then_stops():
     again.append(replace(d, round=1, duplicate_of=3, key=7))
     # a round that found nothing new ends the search
     assert next_step(listed, [a, b, c, d, e, *again], refine=True, min_cost=0.05) is None
+
+
+def test_cell_derivations_keep_two_edges_per_node_and_no_none(digits):
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    net = CellSupernet(in_shape=digits.in_shape, num_classes=10, init_channels=4, cells=2,
+                       sparsities=(0.5, 0.9))
+    net.set_phase("finetune")
+    val = (digits.val[0][:32], digits.val[1][:32])
+    with torch.no_grad():
+        net.alpha_normal[:, 0] = 3.0  # "none" dominates every edge: argmax must skip it
+    argmax = derive_argmax(net)
+    # PT from the argmax ops (one op per edge keeps each evaluation cheap): every edge is
+    # re-decided by accuracy drops, then the topology is pruned to 2 inputs per node.
+    for d, i in argmax.choices.items():
+        net.set_override(d, net.one_hot(d, i))
+    pt = derive_pt(net, accuracy=lambda: supernet_accuracy(net, val), tune=lambda: None, seed=0)
+    for derivation in (argmax, pt):
+        genotype = genotype_of(net, derivation)
+        for kind in ("normal", "reduce"):
+            cell = genotype[kind]
+            assert len(cell) == 8 and all(op != "none" for op, _ in cell)
+            for node in range(4):
+                inputs = [j for _, j in cell[2 * node:2 * node + 2]]
+                assert len(set(inputs)) == 2 and max(inputs) < 2 + node
+    assert all(scores[0] is None for d, scores in pt.pt.items() if d != "sparsity")
+    dropped = [d for d, w in net.overrides.items() if d != "sparsity" and float(w.sum()) == 0]
+    assert len(dropped) == 2 * (14 - 8)  # 6 edges per cell pruned by the topology step

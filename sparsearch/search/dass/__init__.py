@@ -7,7 +7,7 @@ strategy (dispatched by ``search.strategy=dass``); ``search_lambda`` is the pure
 work a parallel runner maps over lambdas.
 """
 
-from sparsearch.search.dass.derive import Derivation, derive_argmax, derive_pt
+from sparsearch.search.dass.derive import Derivation, derive_argmax, derive_pt, genotype_of
 from sparsearch.search.dass.job import (
     LambdaJob,
     LambdaOutcome,
@@ -29,6 +29,7 @@ __all__ = [
     "check_dass",
     "derive_argmax",
     "derive_pt",
+    "genotype_of",
     "layer_candidates",
     "next_lambda",
     "plan_supernet",
