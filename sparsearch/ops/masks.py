@@ -116,6 +116,8 @@ class MaskCache:
     def stacked(self, scores: torch.Tensor, candidates: Sequence[Candidate],
                 dtype: torch.dtype) -> torch.Tensor:
         """Keep-masks of ``|scores|`` as 0/1 values of ``dtype``, stacked: ``[C, *shape]``."""
+        # A tensor's version counter moves with every in-place update (an optimiser step),
+        # so the masks are recomputed exactly when the scores changed.
         key = (id(scores), scores._version, tuple(candidates), dtype, scores.device)
         if key != self._key:
             magnitude = scores.detach().abs()

@@ -65,6 +65,7 @@ def test_warmup_phase_is_dense_and_finetune_freezes_the_masks(digits):
 
 
 def test_cell_supernet_forward_backward_and_cost(digits):
+    torch.set_num_threads(1)  # many tiny convolutions: threads only add overhead
     torch.manual_seed(0)
     net = CellSupernet(in_shape=digits.in_shape, num_classes=10, init_channels=4, cells=3,
                        sparsities=(0.5, 0.9))
