@@ -27,9 +27,11 @@ from sparsearch.search.dass import (
     warm_up,
 )
 from sparsearch.search.dass.bilevel import AlphaSettings, BilevelTrainer, supernet_accuracy
+from sparsearch.search.dass.retrain import dass_front, training_variants, variant_spec
 from sparsearch.search.dass.sweep import next_step
 from sparsearch.space import load_space, parse_space
 from sparsearch.sparsity import prunable_layers
+from sparsearch.spec import SubnetSpec
 from sparsearch.train import TrainSettings, make_optimizer, train_epoch
 
 TRAIN = {"epochs": 3, "lr": 1e-2, "weight_decay": 0.0, "optimizer": "adam", "batch_size": 64}
@@ -220,3 +222,25 @@ def test_cell_derivations_keep_two_edges_per_node_and_no_none(digits):
     assert all(scores[0] is None for d, scores in pt.pt.items() if d != "sparsity")
     dropped = [d for d, w in net.overrides.items() if d != "sparsity" and float(w.sum()) == 0]
     assert len(dropped) == 2 * (14 - 8)  # 6 edges per cell pruned by the topology step
+
+
+def test_retrain_variants_and_front():
+    space = load_space("digits_mlp")
+    fixed = {"recipe": "one_shot", "lr": 0.01}
+    variants = training_variants(space, fixed, levels=3)
+    assert len(variants) == 2 * 3 and variants[0]["recipe"] == "one_shot"  # nearest first
+    spec = SubnetSpec(pattern="unstructured", sparsity=0.5, recipe="one_shot",
+                      hparams={"lr": 0.01}, options={"one_shot.prune_at": 0.3,
+                                                     "cell.genotype": "{}"})
+    again = variant_spec(spec, {"recipe": "gradual", "lr": 0.003}, fixed)
+    assert again.recipe == "gradual" and again.hparams == {"lr": 0.003}
+    assert again.options == {"cell.genotype": "{}"} and again.layers == spec.layers
+    points = [SweepPoint(lam=0.0, key=0, digest="a", cost=0.4, accuracy=0.97),
+              SweepPoint(lam=1.0, key=1, digest="b", cost=0.2, accuracy=0.97),
+              SweepPoint(lam=2.0, key=2, digest="c", cost=0.1, accuracy=0.95),
+              SweepPoint(lam=4.0, key=3, digest="c", cost=0.1, duplicate_of=2),
+              SweepPoint(lam=2.0, key=4, digest="d", cost=0.1, accuracy=0.99, retrain_of=2)]
+    assert [p.key for p in dass_front(points)] == [2, 1]
+    # retrains take no part in the sweep
+    assert next_step([0.0, 1.0, 2.0, 4.0], points, refine=True, min_cost=0.1) == \
+        next_step([0.0, 1.0, 2.0, 4.0], points[:4], refine=True, min_cost=0.1)

@@ -12,7 +12,8 @@ derived subnet whose training starts before the deadline finishes, as a random t
 does. A lambda whose subnet equals an earlier one is recorded in the sweep, not trained
 again. When a round's sweep is complete and budget is left, the next round searches again
 on a finer grid (``round_levels``: the spacing of the discretised sparsity halves) with
-supernets seeded anew, so the strategy keeps adding subnets until the budget is spent. A
+supernets seeded anew; once a round adds nothing, the front's subnets are retrained under
+the space's other training values (``retrain``), so the strategy spends its budget. A
 rerun in the same run dir resumes: lambdas recorded in the study are not redone,
 and an interrupted one keeps its trial key (so its MLflow run is reused).
 """
@@ -32,11 +33,13 @@ import torch
 from sparsearch.evaluate import EvalContext
 from sparsearch.search.dass.job import LambdaJob, LambdaOutcome, build_supernet, search_lambda
 from sparsearch.search.dass.job import warm_up as dense_warm_up
-from sparsearch.search.dass.plan import SupernetPlan, plan_supernet
+from sparsearch.search.dass.plan import SupernetPlan, fixed_values, plan_supernet
+from sparsearch.search.dass.retrain import dass_front, training_variants, variant_spec
 from sparsearch.search.dass.sweep import SweepPoint, next_step
 from sparsearch.search.setup import SearchSetup
 from sparsearch.search.study import REASON, RETRY_OF, budget_used, trial_key
 from sparsearch.search.trial import TrialJob, run_trial, trial_dir
+from sparsearch.spec import SubnetSpec
 
 __all__ = ["POINT_ATTR", "SWEEP_ATTR", "check_dass", "record_outcome", "round_levels",
            "run_dass", "sweep_points"]
@@ -121,8 +124,10 @@ def _digest(outcome: LambdaOutcome) -> str:
 
 def record_outcome(setup: SearchSetup, study: Any, outcome: LambdaOutcome, *,
                    points: list[SweepPoint], tracker: Any, parent_run_id: str,
-                   round_: int = 0) -> SweepPoint:
+                   round_: int = 0, retrain_of: int | None = None) -> SweepPoint:
     """Trains and records one lambda's derived subnet (or notes it as a duplicate).
+
+    ``retrain_of`` marks a retrain of an earlier subnet under other training values.
 
     Returns:
         The lambda's sweep point (also saved in the study).
@@ -137,7 +142,7 @@ def record_outcome(setup: SearchSetup, study: Any, outcome: LambdaOutcome, *,
     original = next((p for p in points if p.digest == digest and p.duplicate_of is None), None)
     if original is not None:
         point = SweepPoint(lam=outcome.lam, key=outcome.key, digest=digest, cost=outcome.cost,
-                           duplicate_of=original.key, round=round_)
+                           duplicate_of=original.key, round=round_, retrain_of=retrain_of)
         path = _write_snapshot(setup, outcome, {"duplicate_of": original.key})
         tracker.log_artifact(parent_run_id, path, "dass")
         _save_sweep(study, [*points, point])
@@ -151,7 +156,9 @@ def record_outcome(setup: SearchSetup, study: Any, outcome: LambdaOutcome, *,
                    parent_run_id=parent_run_id,
                    extra_params={"strategy": "dass", "dass.lambda": outcome.lam,
                                  "dass.supernet": dass.supernet, "dass.derive": dass.derive,
-                                 "dass.cost": dass.cost, "dass.round": round_})
+                                 "dass.cost": dass.cost, "dass.round": round_,
+                                 **({"dass.retrain_of": retrain_of}
+                                    if retrain_of is not None else {})})
     result = run_trial(job, tracker=tracker)
     if outcome.model and result.status == "complete":
         # finalize_search rebuilds the search's model; a cell network scores itself here
@@ -171,7 +178,7 @@ def record_outcome(setup: SearchSetup, study: Any, outcome: LambdaOutcome, *,
                                                    for m, _ in setup.objectives)
     point = SweepPoint(lam=outcome.lam, key=outcome.key, digest=digest, cost=outcome.cost,
                        accuracy=result.metrics.get("accuracy") if complete else None,
-                       round=round_)
+                       round=round_, retrain_of=retrain_of)
     attrs = {"sparsearch.metrics": result.metrics, RETRY_OF: outcome.key,
              "sparsearch.dass.lambda": outcome.lam, POINT_ATTR: point.to_dict()}
     if complete:
@@ -183,6 +190,30 @@ def record_outcome(setup: SearchSetup, study: Any, outcome: LambdaOutcome, *,
     study.add_trial(trial)
     _save_sweep(study, [*points, point])
     return point
+
+
+def _next_retrain(setup: SearchSetup,
+                  points: list[SweepPoint]) -> tuple[SweepPoint, LambdaOutcome] | None:
+    """The next front subnet to train under other training values, or None when done."""
+    dass = setup.cfg.search.dass
+    fixed = fixed_values(setup.space, dict(dass.fixed))
+    variants = training_variants(setup.space, fixed, levels=dass.levels)
+    front = dass_front(points)
+    seen = {p.digest for p in points}
+    for variant in variants:
+        for source in front:
+            folder = trial_dir(setup.run_dir, source.key)
+            spec = variant_spec(SubnetSpec.from_dict(json.loads(
+                (folder / "spec.json").read_text())), variant, fixed)
+            model = (json.loads((folder / "model.json").read_text())
+                     if (folder / "model.json").exists() else None)
+            outcome = LambdaOutcome(lam=source.lam, key=-1, status="derived", spec=spec,
+                                    model=model, cost=source.cost,
+                                    snapshot={"lambda": source.lam, "retrain_of": source.key,
+                                              "training": variant})
+            if _digest(outcome) not in seen:
+                return source, outcome
+    return None
 
 
 def _save_sweep(study: Any, points: list[SweepPoint]) -> None:
@@ -224,8 +255,17 @@ def run_dass(setup: SearchSetup, study: Any, *, tracker: Any, parent_run_id: str
     while budget_left():
         step = next_step(cfg.dass.lambdas, points, refine=cfg.dass.refine, min_cost=min_cost)
         if step is None:
-            log.info("dass: the lambda sweep is complete (%d lambdas)", len(points))
-            return
+            retrain = _next_retrain(setup, points) if cfg.dass.refine else None
+            if retrain is None:
+                log.info("dass: the sweep is complete (%d subnets)", len(points))
+                return
+            source, outcome = retrain
+            outcome = replace(outcome, key=_next_key(study, points))
+            points.append(record_outcome(setup, study, outcome, points=points, tracker=tracker,
+                                         parent_run_id=parent_run_id, round_=source.round,
+                                         retrain_of=source.key))
+            on_trial(points[-1].key, "complete" if points[-1].accuracy is not None else "failed")
+            continue
         round_, lam = step
         if round_ not in plans:
             plans[round_] = check_dass(setup, levels=round_levels(cfg.dass.levels, round_))

@@ -44,6 +44,8 @@ class SweepPoint:
         accuracy: its validation accuracy (None while unknown or when it failed).
         duplicate_of: the key of an earlier point with the same subnet (not trained again).
         round: the sweep round (round r trains its supernets from seed + r).
+        retrain_of: the key of the subnet this one retrains with other training values
+            (``retrain``); such points take no part in the lambda sweep.
     """
 
     lam: float
@@ -53,6 +55,7 @@ class SweepPoint:
     accuracy: float | None = None
     duplicate_of: int | None = None
     round: int = 0
+    retrain_of: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -118,8 +121,9 @@ def next_step(listed: Sequence[float], points: Sequence[SweepPoint], *, refine: 
         listed, refine, min_cost: as for ``next_lambda``.
         points: every point searched so far, all rounds.
     """
-    current = max((p.round for p in points), default=0)
-    mine = [p for p in points if p.round == current]
+    swept = [p for p in points if p.retrain_of is None]
+    current = max((p.round for p in swept), default=0)
+    mine = [p for p in swept if p.round == current]
     lam = next_lambda(listed, mine, refine=refine, min_cost=min_cost)
     if lam is not None:
         return current, lam
