@@ -126,12 +126,19 @@ def run_one(cfg: SparsearchConfig, run_dir: Path, *, console: Any) -> Any:
         tracker.log_artifact(parent, run_dir / "config.yaml")
         dense = dense_baseline(setup)
         # dass records its derived subnets in a study too; its sampler is never asked.
-        sampler = create_sampler("random" if cfg.search.strategy == "dass"
-                                 else cfg.search.strategy, seed=cfg.seed,
-                                 n_startup_trials=cfg.search.n_startup_trials,
-                                 population_size=cfg.search.population_size)
+        strategy = "random" if cfg.search.strategy == "dass" else cfg.search.strategy
+
+        def sampler(offset: int) -> Any:
+            return create_sampler(strategy, seed=cfg.seed + offset,
+                                  n_startup_trials=cfg.search.n_startup_trials,
+                                  population_size=cfg.search.population_size)
+
         study = open_study(name=setup.study_name, storage=cfg.search.storage, run_dir=run_dir,
-                           sampler=sampler, directions=setup.directions)
+                           sampler=sampler(0), directions=setup.directions)
+        if study.get_trials(deepcopy=False):
+            # A resumed search must not replay the first trials' random draws: the seed moves
+            # on by the trials the study already has, so it stays reproducible and new.
+            study.sampler = sampler(len(study.get_trials(deepcopy=False)))
         stale = recover_stale(study)
         if stale:
             log.info("resuming: %d interrupted trial(s) will run again", stale)

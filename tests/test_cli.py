@@ -69,6 +69,10 @@ def test_search_end_to_end_then_resume(tmp_path):
     assert more.returncode == 0, more.stderr[-3000:]
     _, _, children3 = search_runs(uri, "tiny")
     assert len(children3) == 4
+    # The extra trial is a new draw, not a replay of trial 0 by a freshly seeded sampler.
+    specs = {c.data.tags["sparsearch.trial_key"]: c.data.tags["sparsearch.spec"]
+             for c in children3}
+    assert specs["3"] != specs["0"]
 
 
 def test_diverging_trials_fail_and_the_search_goes_on(tmp_path):

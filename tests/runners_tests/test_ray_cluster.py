@@ -86,9 +86,10 @@ def _kill_worker(pid_file: Path, tmp: Path, command) -> int:
 def test_killed_workers_are_retried_then_failed_with_a_reason(ray_cluster, tmp_path):
     # runner.max_failures=1: trial A's worker is killed twice (the retry, then the failure),
     # trial B's once (the retry completes it); the search goes on to its 4 trials.
-    # Trials of a few seconds, so each is still training when it is killed.
+    # Trials of tens of seconds even on idle cores, so each is still training when it is
+    # killed (25 epochs of a 256-wide MLP were over before the second kill under load).
     command = start_cli(
-        [*search_args(tmp_path, n_trials=4, epochs=25, hidden="[256,256]"), "runner=ray",
+        [*search_args(tmp_path, n_trials=4, epochs=120, hidden="[512,512]"), "runner=ray",
          f"runner.address={ray_cluster.address}", "runner.max_failures=1"],
         cwd=tmp_path, env={"SPARSEARCH_RAY_PID_FILES": "1"})
     trials_dir = tmp_path / "run" / "trials"
