@@ -35,7 +35,7 @@ from sparsearch.data import DataSplits, iterate_batches
 from sparsearch.ops.supernet import Supernet
 from sparsearch.train import DivergedError, TrainSettings, make_optimizer
 
-__all__ = ["BilevelTrainer", "DeadlineReached", "supernet_accuracy"]
+__all__ = ["AlphaSettings", "BilevelTrainer", "DeadlineReached", "supernet_accuracy"]
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 GRAD_CLIP = 5.0  # DARTS's weight-gradient clip

@@ -1,8 +1,8 @@
 """``run_dass``: the DASS strategy end to end, with its records (study, MLflow, files).
 
 DASS (Mousavi et al., arXiv 2207.06968) as a strategy with the same budget and records as
-the random-search baseline (Farahani, arXiv 2403.08265): the dense warm-up runs once
-(cached in ``<run dir>/dass/warmup.pt``), then the lambda sweep (``sweep.next_lambda``)
+the random-search baseline (Farahani, arXiv 2403.08265): the dense warm-up runs once per
+round (cached in ``<run dir>/dass/warmup.pt``), then the lambda sweep (``sweep.next_lambda``)
 runs ``search_lambda`` per lambda and trains each derived subnet with ``run_trial``, as
 ``runners/local.py`` does for a sampled one: a child run of the DASS parent run,
 ``trials/<key>/``, and a finished trial in the Optuna study (``add_trial``) that
