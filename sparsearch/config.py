@@ -303,8 +303,15 @@ def validate(cfg: SparsearchConfig) -> SparsearchConfig:
         raise ConfigError(f"search.dass.lambdas must be a non-empty list of values >= 0, "
                           f"got {list(cfg.search.dass.lambdas)}")
     _one_of("runner.kind", cfg.runner.kind, ("local", "ray"))
-    for key in cfg.runner.resources_per_trial:
+    for key, amount in cfg.runner.resources_per_trial.items():
         _one_of("runner.resources_per_trial key", key, ("cpu", "gpu"))
+        if amount < 0:
+            raise ConfigError(f"runner.resources_per_trial.{key} must be >= 0, got {amount}")
+    gpus = cfg.runner.resources_per_trial.get("gpu", 0.0)
+    if cfg.runner.kind == "ray" and gpus > 0 and cfg.train.device == "cpu":
+        raise ConfigError(f"runner.resources_per_trial.gpu is {gpus} but train.device is cpu: "
+                          f"each trial would hold a GPU it never uses; set train.device=cuda "
+                          f"(or auto) or runner.resources_per_trial.gpu=0")
     if cfg.runner.max_failures < 0:
         raise ConfigError(f"runner.max_failures must be >= 0, got {cfg.runner.max_failures}")
     if not (cfg.tracking.uri.startswith(("sqlite:///", "http://", "https://", "postgresql",

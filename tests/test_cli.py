@@ -118,6 +118,7 @@ def test_bad_space_exits_2_with_one_line(tmp_path, case):
     ("search.objectives=[accuracy:max,speed:min]", "search.objectives metric"),
     ("search.n_trials=abc", None),
     ("search.no_such_key=1", None),
+    ("runner.resources_per_trial.cpu=-1", "runner.resources_per_trial.cpu must be >= 0"),
 ])
 def test_bad_overrides_exit_2(tmp_path, override, message):
     result = run_cli([*tiny_search_args(tmp_path), override], cwd=tmp_path)
@@ -127,6 +128,16 @@ def test_bad_overrides_exit_2(tmp_path, override, message):
     assert result.stderr.startswith("error:")
     if message:
         assert message in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_ray_trial_holding_a_gpu_it_would_not_use_exits_2(tmp_path):
+    # Rejected before Ray starts: nothing of the run exists afterwards.
+    result = run_cli([*tiny_search_args(tmp_path), "runner=ray",
+                      "runner.resources_per_trial.gpu=1", "train.device=cpu"], cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.startswith("error: runner.resources_per_trial.gpu is 1.0 but "
+                                    "train.device is cpu"), result.stderr
     assert not (tmp_path / "run").exists()
 
 
