@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from typing import Any
 
 from torch import nn
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
+# Models registered by a module that imports more than a model needs (the DASS ops):
+# imported on first use, so a fresh process (``export.load``, an MLflow pyfunc) that never
+# touched that module can still rebuild them.
+_LAZY: dict[str, str] = {"darts_cell": "sparsearch.ops.cells"}
 
 
 def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
@@ -21,7 +26,7 @@ def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[.
 
 
 def list_models() -> list[str]:
-    return sorted(_MODELS)
+    return sorted({*_MODELS, *_LAZY})
 
 
 def create_model(
@@ -38,6 +43,8 @@ def create_model(
     Raises:
         ValueError: for an unknown kind.
     """
+    if kind not in _MODELS and kind in _LAZY:
+        importlib.import_module(_LAZY[kind])
     if kind not in _MODELS:
         raise ValueError(f"model.kind must be one of {list_models()}, got {kind!r}")
     model = _MODELS[kind](in_shape=tuple(in_shape), num_classes=num_classes, **options)

@@ -9,7 +9,7 @@ result and the trained weights (masked weights stored as exact zeros).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -62,13 +62,20 @@ def _save_weights(model: Any, path: Path) -> None:
 
 
 def load_trial_model(job_ctx: EvalContext, run_dir: str | Path, key: int) -> Any:
-    """Rebuilds a trial's trained subnet from ``trials/<key>/weights.safetensors``."""
+    """Rebuilds a trial's trained subnet from ``trials/<key>/weights.safetensors``.
+
+    A trial that trained another architecture than the search's model (a DASS cell
+    genotype) left its model config in ``trials/<key>/model.json``; it is built from that.
+    """
     from safetensors.torch import load_file
 
     from sparsearch.evaluate import build_model
 
+    folder = trial_dir(run_dir, key)
+    if (folder / "model.json").exists():
+        job_ctx = replace(job_ctx, model=json.loads((folder / "model.json").read_text()))
     model = build_model(job_ctx)
-    model.load_state_dict(load_file(str(trial_dir(run_dir, key) / "weights.safetensors")))
+    model.load_state_dict(load_file(str(folder / "weights.safetensors")))
     model.eval()
     return model
 

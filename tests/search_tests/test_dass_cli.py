@@ -99,7 +99,7 @@ def test_cell_supernet_on_an_image_folder(tmp_path):
             "search.dass.cells=2", "search.dass.levels=2", "search.dass.lambdas=[1.0]",
             "search.dass.warmup_epochs=1", "search.dass.search_epochs=1",
             "search.dass.finetune_epochs=0", "search.n_trials=1", "train.epochs=1",
-            "train.threads=1", "export.enabled=false"]
+            "train.threads=1", "export.batch_sizes=[1]"]
     out = run_cli(args, tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     _, _, children = records(f"sqlite:///{tmp_path / 'm.db'}", "cells")
@@ -111,6 +111,19 @@ def test_cell_supernet_on_an_image_folder(tmp_path):
     key = int(child.data.tags["sparsearch.trial_key"])
     model = json.loads((tmp_path / "run" / "trials" / f"{key:05d}" / "model.json").read_text())
     assert model["kind"] == "darts_cell" and model["genotype"] == genotype
+
+    # The derived cell network is exported (not the search's CNN) and a fresh process
+    # rebuilds it from the manifest alone.
+    export = tmp_path / "run" / "exports" / "rank-0"
+    manifest = json.loads((export / "manifest.json").read_text())
+    assert manifest["build"]["kind"] == "darts_cell"
+    script = ("import sys, torch; from sparsearch.export import load\n"
+              "m = load(sys.argv[1]); y = m(torch.zeros(2, 3, 8, 8)); print(tuple(y.shape))")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    loaded = subprocess.run([sys.executable, "-c", script, str(export)], capture_output=True,
+                            text=True, timeout=300, env=env, cwd=tmp_path)
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    assert loaded.stdout.strip().splitlines()[-1] == "(2, 2)"
 
 
 def test_unsupported_dass_input_exits_2_with_one_line(tmp_path):
