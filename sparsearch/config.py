@@ -235,6 +235,8 @@ def register_configs() -> None:
 
 METRICS = ("accuracy", "loss", "density", "nnz", "flops", "latency_ms", "train_s")
 STRATEGIES = ("random", "tpe", "nsga2", "dass")
+# Objectives whose hypervolume bound cannot come from the dense baseline.
+NO_DEFAULT_REFERENCE = ("train_s",)
 
 
 def _one_of(key: str, value: Any, allowed: tuple[str, ...] | list[str]) -> None:
@@ -294,6 +296,10 @@ def validate(cfg: SparsearchConfig) -> SparsearchConfig:
         if metric not in {m for m, _ in objectives}:
             raise ConfigError(f"search.reference.{metric} is not one of the objectives "
                               f"{[m for m, _ in objectives]}")
+    for metric, _ in objectives:
+        if metric in NO_DEFAULT_REFERENCE and metric not in cfg.search.reference:
+            raise ConfigError(f"search.reference.{metric} must be set when {metric} is an "
+                              f"objective: it has no default hypervolume bound")
     _one_of("search.dass.supernet", cfg.search.dass.supernet, ("macro", "cell"))
     _one_of("search.dass.cost", cfg.search.dass.cost, ("density", "flops"))
     _one_of("search.dass.derive", cfg.search.dass.derive, ("argmax", "pt"))

@@ -325,10 +325,11 @@ def parse_space(raw: Any, *, source: str) -> SearchSpace:
         if needed in patterns and needed not in params:
             raise ConfigError(f"{where}: pattern can be {needed!r} but there is no "
                               f"params.{needed}")
-    if ("unstructured" in patterns or "channel" in patterns or not patterns) \
+    if (patterns & {"unstructured", "channel", "block"} or not patterns) \
             and "sparsity" not in params and "pattern" in params:
-        raise ConfigError(f"{where}: pattern can be unstructured/channel but there is no "
-                          f"params.sparsity")
+        raise ConfigError(f"{where}: pattern can be "
+                          f"{'/'.join(sorted(patterns & {'unstructured', 'channel', 'block'}))} "
+                          f"but there is no params.sparsity")
     layers = []
     for glob, group_raw in (raw.get("layers") or {}).items():
         at = f"{where}: layers.{glob}"

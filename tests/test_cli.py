@@ -118,6 +118,7 @@ def test_bad_space_exits_2_with_one_line(tmp_path, case):
     ("search.objectives=[accuracy:max,speed:min]", "search.objectives metric"),
     ("search.n_trials=abc", None),
     ("search.no_such_key=1", None),
+    ("search.objectives=[accuracy:max,train_s:min]", "search.reference.train_s must be set"),
     ("runner.resources_per_trial.cpu=-1", "runner.resources_per_trial.cpu must be >= 0"),
 ])
 def test_bad_overrides_exit_2(tmp_path, override, message):

@@ -86,6 +86,9 @@ def test_to_spec_keeps_only_the_chosen_recipes_knobs():
     ("params: {recipe: {choice: [magic]}}", "recipe must be one of"),
     ("params: {sr_ste.gamma: {float: [0.1, 0.2]}}", "has no option 'gamma'"),
     ("params: {pattern: {choice: [unstructured, block]}, sparsity: 0.5}", "no params.block"),
+    ("params: {pattern: {fixed: block}, block: '4x4'}", "block but there is no params.sparsity"),
+    ("params: {pattern: {choice: [nm, unstructured]}, nm: '2:4'}",
+     "unstructured but there is no params.sparsity"),
     ("params: {sparsity: 0.5}\nlayers: {fc1: {speed: fast}}", "unknown key 'speed'"),
     ("params: {sparsity: 0.5}\nextra: 1", "unknown top-level key 'extra'"),
 ])

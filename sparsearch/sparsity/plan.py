@@ -79,7 +79,9 @@ class SparsityPlan:
         from sparsearch.sparsity.allocation import allocate
 
         allocated: dict[str, float] = {}
-        if self._free and self.spec.target_sparsity > 0.0:
+        # layerwise takes its values from the rules even with no global target.
+        if self._free and (self.spec.target_sparsity > 0.0
+                           or self.spec.allocation == "layerwise"):
             allocated = allocate(model, self.spec.target_sparsity, self.spec.allocation,
                                  layers=self._free, **self._allocation_options())
         plans = {}

@@ -199,3 +199,20 @@ def test_bad_input_raises_one_clear_value_error(args: tuple, kwargs: dict, match
     model = create_model("mlp", in_shape=(1, 8, 8), num_classes=10)
     with pytest.raises(ValueError, match=match):
         allocate(model, *args, **kwargs)
+
+
+@pytest.mark.parametrize("target", [0.0, 0.5])
+def test_layerwise_rules_hold_through_the_plan_even_without_a_global_target(target) -> None:
+    from sparsearch.sparsity.plan import SparsityPlan
+    from sparsearch.spec import LayerRule, SubnetSpec
+
+    model = create_model("mlp", in_shape=(1, 8, 8), num_classes=10)
+    spec = SubnetSpec(pattern="unstructured", sparsity=target, allocation="layerwise",
+                      layers=(LayerRule("fc1", sparsity=0.9), LayerRule("head", dense=True)))
+    plans = SparsityPlan(spec, model).layers(model)
+    assert plans["fc1"].sparsity == pytest.approx(0.9, abs=1 / 4096)
+    assert plans["fc2"].sparsity == pytest.approx(target, abs=1 / 4096)
+    assert plans["head"].pattern == "dense" and plans["head"].sparsity == 0.0
+    masks = SparsityPlan(spec, model).masks(model)
+    kept = masks["fc1"].float().mean().item()
+    assert kept == pytest.approx(0.1, abs=1 / 4096)
