@@ -23,11 +23,13 @@ def digits():
 
 
 def run_cli(args: list[str], *, cwd: Path, timeout: float = 600,
-            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+            env: dict[str, str] | None = None,
+            python_args: list[str] | None = None) -> subprocess.CompletedProcess:
     """Runs ``python -m sparsearch ARGS`` as a user would, capturing its output."""
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_AUTH_MODE": "disabled",
                 **(env or {})}
-    return subprocess.run([sys.executable, "-m", "sparsearch", *args], cwd=cwd,
+    return subprocess.run([sys.executable, *(python_args or []), "-m", "sparsearch", *args],
+                          cwd=cwd,
                           capture_output=True, text=True, timeout=timeout, env=full_env)
 
 

@@ -143,8 +143,15 @@ def test_ray_trial_holding_a_gpu_it_would_not_use_exits_2(tmp_path):
 
 
 def test_help_is_fast_and_lists_the_groups(tmp_path):
-    result = run_cli(["--help"], cwd=tmp_path, timeout=60)
+    # Fast because --help never imports torch, Optuna, MLflow or Ray (seconds each); checked
+    # by what is imported rather than by a clock, which a loaded machine would fail.
+    result = run_cli(["--help"], cwd=tmp_path, timeout=60, python_args=["-X", "importtime"])
     assert result.returncode == 0
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert "sparsearch" in imported
+    heavy = {"torch", "optuna", "mlflow", "ray"}
+    assert not imported & heavy, imported & heavy
     for group in ("data:", "model:", "search:", "runner:", "tracking:", "experiment:"):
         assert group in result.stdout
     assert "python -m sparsearch" in result.stdout

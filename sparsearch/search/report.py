@@ -43,6 +43,7 @@ class SearchReport:
     dense: dict[str, float]
     paths: dict[str, str] = field(default_factory=dict)
     wall_s: float = 0.0
+    search_s: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {

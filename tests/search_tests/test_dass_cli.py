@@ -144,8 +144,13 @@ def test_the_comparison_preset_runs_both_strategies(tmp_path):
     out = run_cli(args, tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "strategies on the same space and budget" in out.stdout
+    assert "search s" in out.stdout and "wall s" in out.stdout
     _, parents, _ = records(f"sqlite:///{tmp_path / 'm.db'}", "digits_dass_vs_random")
     assert sorted(p.data.params["strategy"] for p in parents) == ["dass", "random"]
+    for parent in parents:
+        # the trials alone fit the 6 s budget (plus the trial running when it ran out)
+        trials_s = parent.data.metrics["search_trials_s"]
+        assert 0 < trials_s <= parent.data.metrics["search_wall_s"]
     for strategy in ("random", "dass"):
         assert (tmp_path / "run" / strategy / "pareto.json").exists()
     assert (tmp_path / "run" / "dass" / "dense.json").read_text() == \
