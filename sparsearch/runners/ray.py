@@ -565,6 +565,9 @@ def run_dass_ray(setup: SearchSetup, study: Any, *, tracker: Any, parent_run_id:
                 running[search.remote(job)] = SweepPoint(lam=lam, key=key, digest="",
                                                          cost=math.nan, round=round_)
             if not running:
+                if cfg.dass.refine and not out_of_time and budget_left():
+                    log.info("dass: the sweep is complete; retraining the front under other "
+                             "training values runs only with runner=local")
                 return
             (ready,), _ = ray.wait(list(running), num_returns=1)
             pending = running.pop(ready)

@@ -1,8 +1,8 @@
 """DASS with runner=ray: each lambda's supernet search is a Ray task, the lambdas at once.
 
-``run_dass_ray`` is called in this process (the app dispatches ``search.strategy=dass`` to
-``run_dass``; the integrator wires ``runner=ray`` to this) against the two-node cluster:
-with one CPU per node, two lambdas searched at once land on both nodes.
+``run_dass_ray`` (what the app runs for ``search=dass runner=ray``) is called in this
+process against the two-node cluster: with one CPU per node, two lambdas searched at once
+land on both nodes.
 """
 
 from __future__ import annotations
