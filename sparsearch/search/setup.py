@@ -60,7 +60,7 @@ def load_data(cfg: SparsearchConfig) -> DataSplits:
         loader = getattr(data_mod, f"load_{d.name}_splits", None)
         if loader is None:
             raise ConfigError(f"not supported: data.name={d.name} in this version; "
-                              f"allowed: digits")
+                              f"allowed: digits, cifar10, imagefolder")
         if not d.root:
             raise ConfigError(f"data.root must be set for data.name={d.name}")
         if not Path(d.root).expanduser().exists():
