@@ -48,6 +48,21 @@ def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
+# What readers index without a fallback; save() always writes these.
+_REQUIRED_KEYS = {"weights": dict, "layers": dict, "batch_sizes": list}
+_REQUIRED_WEIGHTS_KEYS = {"file": str, "sha256": str}
+
+
+def _check_keys(node: dict[str, Any], required: dict[str, type], *, where: str,
+                manifest_path: Path) -> None:
+    for key, kind in required.items():
+        if key not in node:
+            raise ExportError(f"{manifest_path}: missing required key '{where}{key}'")
+        if not isinstance(node[key], kind):
+            raise ExportError(f"{manifest_path}: key '{where}{key}' is a "
+                              f"{type(node[key]).__name__}, expected a {kind.__name__}")
+
+
 def read_manifest(path: str | Path) -> dict[str, Any]:
     """Reads and checks an export directory's manifest.
 
@@ -68,9 +83,15 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
         raise ExportError(f"{manifest_path}: not valid JSON ({err})") from err
     if not isinstance(manifest, dict) or "sparsearch_export" not in manifest:
         raise ExportError(f"{manifest_path}: not a sparsearch export manifest")
-    if manifest["sparsearch_export"] > FORMAT_VERSION:
-        raise ExportError(f"{path}: export format {manifest['sparsearch_export']} is newer than "
+    version = manifest["sparsearch_export"]
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise ExportError(f"{manifest_path}: export format {version!r} is not an integer")
+    if version > FORMAT_VERSION:
+        raise ExportError(f"{path}: export format {version} is newer than "
                           f"this sparsearch reads ({FORMAT_VERSION})")
+    _check_keys(manifest, _REQUIRED_KEYS, where="", manifest_path=manifest_path)
+    _check_keys(manifest["weights"], _REQUIRED_WEIGHTS_KEYS, where="weights.",
+                manifest_path=manifest_path)
     if not (path / manifest["weights"]["file"]).is_file():
         raise ExportError(f"{path}: weights file {manifest['weights']['file']} is missing")
     return manifest

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -70,3 +72,23 @@ def test_bad_input_is_one_line_on_stderr_and_exit_2(tmp_path, capsys, make):
     out, err = capsys.readouterr()
     assert out == "" and len(err.strip().splitlines()) == 1
     assert err.startswith("error: ") and str(target) in err
+
+
+@pytest.mark.parametrize(("drop", "missing"), [(("weights",), "'weights'"),
+                                               (("layers",), "'layers'"),
+                                               (("batch_sizes",), "'batch_sizes'"),
+                                               (("weights", "file"), "'weights.file'")])
+def test_a_manifest_missing_a_required_key_is_one_line_and_exit_2(export_dir, tmp_path, drop,
+                                                                  missing):
+    target = tmp_path / "e"
+    shutil.copytree(export_dir, target)
+    manifest = json.loads((target / "manifest.json").read_text())
+    node = manifest
+    for key in drop[:-1]:
+        node = node[key]
+    del node[drop[-1]]
+    (target / "manifest.json").write_text(json.dumps(manifest))
+    result = run(str(target), "--bench")
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == (f"error: {target / 'manifest.json'}: "
+                             f"missing required key {missing}\n")
