@@ -299,7 +299,8 @@ def validate(cfg: SparsearchConfig) -> SparsearchConfig:
     for metric, _ in objectives:
         if metric in NO_DEFAULT_REFERENCE and metric not in cfg.search.reference:
             raise ConfigError(f"search.reference.{metric} must be set when {metric} is an "
-                              f"objective: it has no default hypervolume bound")
+                              f"objective (it has no default hypervolume bound): add "
+                              f"+search.reference.{metric}=VALUE")
     _one_of("search.dass.supernet", cfg.search.dass.supernet, ("macro", "cell"))
     _one_of("search.dass.cost", cfg.search.dass.cost, ("density", "flops"))
     _one_of("search.dass.derive", cfg.search.dass.derive, ("argmax", "pt"))
