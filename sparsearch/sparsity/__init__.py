@@ -26,6 +26,7 @@ from sparsearch.sparsity.patterns import (
     register_pattern,
     unstructured_mask,
 )
+from sparsearch.sparsity.recipes import create_recipe, list_recipes, recipe_knobs
 
 __all__ = [
     "WeightMask",
@@ -35,15 +36,18 @@ __all__ = [
     "block_mask",
     "channel_mask",
     "count_nnz",
+    "create_recipe",
     "current_masks",
     "density",
     "erk_densities",
     "layer_mask",
     "list_allocations",
     "list_patterns",
+    "list_recipes",
     "n_pruned",
     "nm_mask",
     "prunable_layers",
+    "recipe_knobs",
     "register_allocation",
     "register_pattern",
     "remove_masks",

@@ -27,7 +27,7 @@ from sparsearch.sparsity.recipes.sdgf import nm_frames
 from sparsearch.spec import SubnetSpec
 from sparsearch.train import TrainSettings, accuracy_and_loss, make_optimizer, train_epoch
 
-DYNAMIC = ["sr_ste", "mdgf", "sdgf", "gradual"]
+DYNAMIC = ["sr_ste", "mdgf", "sdgf", "gradual", "scores"]
 
 
 def make_ctx(data: DataSplits, spec: SubnetSpec, *, epochs: int = 3, seed: int = 0,

@@ -9,7 +9,8 @@ dL/dS = (dL/dW~) * W. Three phases as HYDRA's pipeline: dense pre-training
 (``pretrain``), score training with the scaled score init
 S = sqrt(6 / fan_in) * W / max|W| (so the first mask is the magnitude mask), then a
 fine-tune of the surviving weights with the mask fixed (``finetune``). In the score phase
-the weights are frozen unless ``train_weights``.
+the weights are frozen unless ``train_weights``. The mask-flip rate (SAD) is logged every
+epoch; while dense, the mask is the magnitude mask the scores will start from.
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from sparsearch.sparsity.masking import apply_masks, prunable_layers
+from sparsearch.sparsity.masking import apply_masks, current_masks, prunable_layers
 from sparsearch.sparsity.patterns import layer_mask
 from sparsearch.sparsity.plan import LayerPlan
-from sparsearch.sparsity.recipes._base import Recipe, RecipeContext, register_recipe
+from sparsearch.sparsity.recipes._base import Recipe, RecipeContext, mask_flip_rate, register_recipe
 from sparsearch.sparsity.recipes._dynamic_mask import split_phases
 from sparsearch.train import train_epoch
 
@@ -66,9 +67,19 @@ class Scores(Recipe):
             ctx.settings.epochs, dense=float(self.options["pretrain"]),
             fine_tune=float(self.options["finetune"]), recipe=self.name,
             names=("pretrain", "finetune"))
+        before = ctx.plan.masks(ctx.model)
+        epoch = 0
+
+        def log_flips(after: dict[str, torch.Tensor]) -> None:
+            nonlocal before, epoch
+            ctx.log_metric("mask_flip_rate", mask_flip_rate(before, after), epoch)
+            before, epoch = after, epoch + 1
+
         optimizer = ctx.optimizer()
         for _ in range(n_pre):
             train_epoch(ctx.model, ctx.train_batches(), optimizer)
+            # The scaled score init makes the first top-k mask this magnitude mask.
+            log_flips(ctx.plan.masks(ctx.model))
 
         layers = prunable_layers(ctx.model)
         handles: dict[str, ScoreMask] = {}
@@ -82,6 +93,7 @@ class Scores(Recipe):
         optimizer = ctx.optimizer(None if trains_all else scores)
         for _ in range(n_score):
             train_epoch(ctx.model, ctx.train_batches(), optimizer)
+            log_flips({name: handle.mask() for name, handle in handles.items()})
 
         masks = {name: handle.mask() for name, handle in handles.items()}
         for name in handles:
@@ -90,3 +102,4 @@ class Scores(Recipe):
         optimizer = ctx.optimizer()
         for _ in range(n_tune):
             train_epoch(ctx.model, ctx.train_batches(), optimizer)
+            log_flips(current_masks(ctx.model))
