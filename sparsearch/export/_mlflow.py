@@ -11,6 +11,7 @@ format avoids.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import warnings
 from collections.abc import Iterator
@@ -48,6 +49,22 @@ class RegisteredExport:
     alias: str
     run_id: str
     model_id: str
+
+
+@contextlib.contextmanager
+def _no_progress_bars() -> Iterator[None]:
+    """Quiets MLflow's artifact progress bars while logging (one per export, in the middle
+    of the search's report); the user's own setting is restored afterwards."""
+    key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    previous = os.environ.get(key)
+    os.environ[key] = "false"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = previous
 
 
 @contextlib.contextmanager
@@ -106,7 +123,7 @@ def log_export(path: str | Path, *, run_id: str, registered_model_name: str, ali
         active = mlflow.active_run()
         run = (contextlib.nullcontext() if active and active.info.run_id == run_id
                else mlflow.start_run(run_id=run_id, nested=active is not None))
-        with run, warnings.catch_warnings():
+        with run, warnings.catch_warnings(), _no_progress_bars():
             # We give the signature explicitly; MLflow still nags for type hints and an
             # input example (which would load the model once more at logging time).
             warnings.filterwarnings("ignore", message=".*(type hints|input example)",
