@@ -17,10 +17,12 @@ random search's hypervolume at the largest budget, and the final fronts' hypervo
 their test accuracy (what of the val hypervolume survives a held-out split).
 
     python benchmarks/dass_vs_random.py [--seeds 0 1 2] [--budgets 60 180 600]
-                                        [--threads 1] [--out outputs/bench/dass_vs_random.json]
+                                        [--threads 1] [--parallel]
+                                        [--out outputs/bench/dass_vs_random.json]
 
 Prints a table and writes JSON. Takes about 2 x max(budgets) + 30 s per seed (the full
-grid: about 65 minutes on 2 CPU cores).
+grid: about 65 minutes on 2 CPU cores), half that with ``--parallel`` (both strategies at
+once, one thread each).
 """
 
 from __future__ import annotations
@@ -119,7 +121,22 @@ def _reach(curve: list[tuple[float, float]], target: float) -> float | None:
     return next((s for s, hv in curve if hv >= target - 1e-12), None)
 
 
-def run_seed(out_dir: Path, *, seed: int, budgets: list[float], threads: int) -> dict[str, Any]:
+def _start(run_dir: Path, method: str, *, seed: int, budgets: list[float],
+           threads: int) -> subprocess.Popen:
+    overrides = _overrides(run_dir, method, seed=seed, timeout_s=max(budgets), threads=threads)
+    log = (run_dir / f"{method}.log").open("w")
+    return subprocess.Popen([sys.executable, "-m", "sparsearch", *overrides], stdout=log,
+                            stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+
+
+def _finish(run_dir: Path, method: str, proc: subprocess.Popen, seed: int) -> None:
+    if proc.wait() != 0:
+        tail = (run_dir / f"{method}.log").read_text(errors="replace")[-3000:]
+        raise RuntimeError(f"seed {seed} {method} failed:\n{tail}")
+
+
+def run_seed(out_dir: Path, *, seed: int, budgets: list[float], threads: int,
+             parallel: bool) -> dict[str, Any]:
     run_dir = out_dir / f"seed{seed}"
     shutil.rmtree(run_dir, ignore_errors=True)
     order = list(METHODS) if seed % 2 == 0 else list(reversed(METHODS))
@@ -127,14 +144,18 @@ def run_seed(out_dir: Path, *, seed: int, budgets: list[float], threads: int) ->
                                      threads=threads))
     load_before = os.getloadavg()
     started = time.time()
-    for method in order:
-        overrides = _overrides(run_dir, method, seed=seed, timeout_s=max(budgets),
-                               threads=threads)
-        proc = subprocess.run([sys.executable, "-m", "sparsearch", *overrides],
-                              capture_output=True, text=True,
-                              env={**os.environ, "HF_HUB_OFFLINE": "1"})
-        if proc.returncode != 0:
-            raise RuntimeError(f"seed {seed} {method} failed:\n{proc.stderr[-3000:]}")
+    if parallel:
+        # Both at once, one process each with `threads` threads: the same machine state for
+        # both (a load spike hits both), in half the time; needs 2 x threads free cores.
+        procs = {m: _start(run_dir, m, seed=seed, budgets=budgets, threads=threads)
+                 for m in METHODS}
+        for method, proc in procs.items():
+            _finish(run_dir, method, proc, seed)
+        order = ["parallel"]
+    else:
+        for method in order:
+            _finish(run_dir, method, _start(run_dir, method, seed=seed, budgets=budgets,
+                                            threads=threads), seed)
     result: dict[str, Any] = {"seed": seed, "order": order, "load_before": load_before,
                               "load_after": os.getloadavg(),
                               "total_s": time.time() - started, "methods": {}}
@@ -218,6 +239,8 @@ def main() -> None:
     parser.add_argument("--budgets", type=float, nargs="+", default=[60.0, 180.0, 600.0])
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads per trial and supernet (the same for both)")
+    parser.add_argument("--parallel", action="store_true",
+                        help="run both strategies at once (needs 2 x threads free cores)")
     parser.add_argument("--out", type=Path, default=Path("outputs/bench/dass_vs_random.json"))
     parser.add_argument("--work-dir", type=Path, default=Path("outputs/bench/dass_vs_random"))
     args = parser.parse_args()
@@ -226,11 +249,12 @@ def main() -> None:
     for seed in args.seeds:
         print(f"seed {seed}: random and dass, {max(budgets):.0f} s each ...", flush=True)
         results.append(run_seed(args.work_dir.resolve(), seed=seed, budgets=budgets,
-                                threads=args.threads))
+                                threads=args.threads, parallel=args.parallel))
         summary = summarise(results, budgets)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"budgets": budgets, "seeds": args.seeds,
-                                        "threads": args.threads, "summary": summary,
+                                        "threads": args.threads, "parallel": args.parallel,
+                                        "summary": summary,
                                         "results": results}, indent=1))
     print_table(results, summary, budgets)
     print(f"\nwrote {args.out}")

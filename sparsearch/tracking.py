@@ -12,8 +12,10 @@ database (MLflow 3 has no file store; a server keeps its own artifact store).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,32 @@ def artifact_root_for(uri: str) -> str | None:
     return None
 
 
+@contextlib.contextmanager
+def _first_open_lock(uri: str) -> Iterator[None]:
+    """Serialises opening a sqlite database across processes (``<db>.lock`` beside it).
+
+    MLflow creates a new database's tables on first use, and two processes doing that at
+    once (two searches started together on a fresh ``outputs/mlflow.db``) fail with "table
+    already exists". Servers are left alone: they serialise this themselves.
+    """
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    db = Path(uri[len("sqlite:///"):]).expanduser()
+    db.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # not on Windows: the race stays MLflow's
+        yield
+        return
+    with open(db.with_name(db.name + ".lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def _param_value(value: Any) -> str:
     text = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
     return text[:6000]
@@ -48,23 +76,23 @@ class Tracker:
     def __init__(self, uri: str, experiment: str) -> None:
         from mlflow import MlflowClient
 
-        if uri.startswith("sqlite:///"):
-            Path(uri[len("sqlite:///"):]).expanduser().parent.mkdir(parents=True, exist_ok=True)
         self.uri = uri
-        self.client = MlflowClient(tracking_uri=uri)
-        found = self.client.get_experiment_by_name(experiment)
-        if found is None:
-            try:
-                self.experiment_id = self.client.create_experiment(
-                    experiment, artifact_location=artifact_root_for(uri))
-            except Exception:
-                # Another process created it between our look-up and create.
-                found = self.client.get_experiment_by_name(experiment)
-                if found is None:
-                    raise
+        with _first_open_lock(uri):
+            self.client = MlflowClient(tracking_uri=uri)
+            found = self.client.get_experiment_by_name(experiment)
+            if found is None:
+                try:
+                    self.experiment_id = self.client.create_experiment(
+                        experiment, artifact_location=artifact_root_for(uri))
+                except Exception:
+                    # Another process (a server's client) created it between look-up and
+                    # create.
+                    found = self.client.get_experiment_by_name(experiment)
+                    if found is None:
+                        raise
+                    self.experiment_id = found.experiment_id
+            else:
                 self.experiment_id = found.experiment_id
-        else:
-            self.experiment_id = found.experiment_id
 
     def _find(self, filter_string: str) -> str | None:
         runs = self.client.search_runs([self.experiment_id], filter_string=filter_string,
