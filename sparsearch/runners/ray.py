@@ -69,6 +69,8 @@ STATUS = "sparsearch.status"
 FAIL_REASON = "sparsearch.reason"
 METRICS = "sparsearch.metrics"
 NODE_ID = "sparsearch.node_id"
+# DASS under Ray: the node that trained a derived subnet (NODE_ID: the one that searched it).
+TRAIN_NODE_ID = "sparsearch.train_node_id"
 PID_FILES_ENV = "SPARSEARCH_RAY_PID_FILES"
 SESSION_FILE = "tune_session.json"
 
@@ -472,6 +474,16 @@ def _dass_task(job: Any) -> tuple[Any, str]:
     return search_lambda(job), ray.get_runtime_context().get_node_id()
 
 
+def _dass_train_task(job: Any) -> tuple[TrialResult, str]:
+    """One derived DASS subnet trained, scored and recorded on a Ray worker, as a sampled
+    trial is (``run_trial``), and the node it ran on."""
+    import ray
+
+    _warm_torch()
+    result = run_trial(job, tracker=_worker_tracker(job.tracking_uri, job.experiment))
+    return result, ray.get_runtime_context().get_node_id()
+
+
 def _dass_warm_up_task(plan: Any, ctx: EvalContext, dass: Any, deadline: float | None) -> Any:
     """DASS's shared dense warm-up on a worker (a GPU node when the trials ask for GPUs)."""
     from sparsearch.search.dass import warm_up
@@ -490,7 +502,8 @@ def run_dass_ray(setup: SearchSetup, study: Any, *, tracker: Any, parent_run_id:
     ``runner.max_concurrent_trials``); a task whose worker dies is retried
     ``runner.max_failures`` times. Each outcome is recorded in the driver with
     ``record_outcome``, as ``run_dass`` records it (its derived subnet trains there), and
-    its child run is tagged with the node that searched it.
+    its child run is tagged with the node that searched it. Once the sweep is complete, the
+    front is retrained under the space's other training values, as ``run_dass`` does.
 
     Args:
         setup, study, tracker, parent_run_id, on_trial: as for ``run_dass``.
@@ -507,7 +520,7 @@ def run_dass_ray(setup: SearchSetup, study: Any, *, tracker: Any, parent_run_id:
         sweep_points,
     )
     from sparsearch.search.dass.bilevel import DeadlineReached
-    from sparsearch.search.dass.run import round_levels
+    from sparsearch.search.dass.run import record_next_retrain, round_levels
     from sparsearch.search.dass.sweep import next_step
 
     cfg, runner = setup.cfg.search, setup.cfg.runner
@@ -518,11 +531,43 @@ def run_dass_ray(setup: SearchSetup, study: Any, *, tracker: Any, parent_run_id:
         slots = _slots(resources, runner.max_concurrent_trials)
         options = {"num_cpus": resources.get("cpu", 1.0), "num_gpus": resources.get("gpu", 0.0)}
         search = ray.remote(_dass_task).options(max_retries=runner.max_failures, **options)
+        train_remote = ray.remote(_dass_train_task).options(max_retries=runner.max_failures,
+                                                            **options)
         warm_up = ray.remote(_dass_warm_up_task).options(max_retries=runner.max_failures,
                                                          **options)
         ctx = setup.ctx
         if ctx.threads is None:
             ctx = replace(ctx, threads=max(1, int(options["num_cpus"])))
+        trained_on: dict[int, str] = {}
+
+        def train(job: Any) -> TrialResult:
+            # A derived subnet trains on a worker with the trials' resources, not in the
+            # driver: on a cluster the head would otherwise train every one of them.
+            job = replace(job, ctx=replace(job.ctx, threads=ctx.threads),
+                          tracking_uri=_absolute_uri(job.tracking_uri),
+                          run_dir=str(Path(job.run_dir).resolve()))
+            try:
+                result, node = ray.get(train_remote.remote(job))
+            except (WorkerCrashedError, NodeDiedError, OutOfMemoryError) as err:
+                reason = f"worker died {runner.max_failures + 1} time(s): {err}"
+                run_id = tracker.trial_runs(setup.search_key).get(job.key)
+                if run_id is not None:
+                    tracker.set_tags(run_id, {"sparsearch.status": "failed",
+                                              "sparsearch.fail_reason": reason[:5000]})
+                    tracker.end_run(run_id, "FAILED")
+                return TrialResult("failed", {}, reason)
+            trained_on[job.key] = node
+            return result
+
+        def tag_nodes(point: SweepPoint, searched_on: str | None) -> None:
+            run_id = tracker.trial_runs(setup.search_key).get(point.key)
+            if run_id is None:
+                return
+            tags = {TRAIN_NODE_ID: trained_on[point.key]} if point.key in trained_on else {}
+            if searched_on is not None:
+                tags[NODE_ID] = searched_on
+            if tags:
+                tracker.set_tags(run_id, tags)
         plans = {0: check_dass(setup)}
         min_cost = build_supernet(plans[0], ctx).cheapest_cost(cfg.dass.cost)
         points = sweep_points(study)
@@ -541,6 +586,19 @@ def run_dass_ray(setup: SearchSetup, study: Any, *, tracker: Any, parent_run_id:
                 searched = [*points, *running.values(), *lost]
                 step = next_step(cfg.dass.lambdas, searched, refine=cfg.dass.refine,
                                  min_cost=min_cost)
+                if step is None and not running and cfg.dass.refine:
+                    # The sweep is complete: retrain the front under the space's other
+                    # training values, as run_dass does (in the driver, like every derived
+                    # subnet here).
+                    point = record_next_retrain(setup, study, points, tracker=tracker,
+                                                parent_run_id=parent_run_id, train=train)
+                    if point is None:
+                        break
+                    points.append(point)
+                    tag_nodes(point, None)
+                    on_trial(point.key, "complete" if point.accuracy is not None
+                             else "failed")
+                    continue
                 current = max((p.round for p in searched), default=0)
                 if step is None or (running and step[0] > current):
                     break  # nothing to propose until running lambdas report
@@ -565,9 +623,6 @@ def run_dass_ray(setup: SearchSetup, study: Any, *, tracker: Any, parent_run_id:
                 running[search.remote(job)] = SweepPoint(lam=lam, key=key, digest="",
                                                          cost=math.nan, round=round_)
             if not running:
-                if cfg.dass.refine and not out_of_time and budget_left():
-                    log.info("dass: the sweep is complete; retraining the front under other "
-                             "training values runs only with runner=local")
                 return
             (ready,), _ = ray.wait(list(running), num_returns=1)
             pending = running.pop(ready)
@@ -583,12 +638,11 @@ def run_dass_ray(setup: SearchSetup, study: Any, *, tracker: Any, parent_run_id:
                 out_of_time = True
                 continue
             point = record_outcome(setup, study, outcome, points=points, tracker=tracker,
-                                   parent_run_id=parent_run_id, round_=pending.round)
+                                   parent_run_id=parent_run_id, round_=pending.round,
+                                   train=train)
             points.append(point)
             if point.duplicate_of is None:
-                run_id = tracker.trial_runs(setup.search_key).get(point.key)
-                if run_id is not None:
-                    tracker.set_tags(run_id, {NODE_ID: node})
+                tag_nodes(point, node)
                 on_trial(point.key, "complete" if point.accuracy is not None else "failed")
     finally:
         if started_ray:

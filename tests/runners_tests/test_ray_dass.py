@@ -32,6 +32,17 @@ def compose(overrides: list[str]):
                                                           overrides=overrides)))
 
 
+def ray_nodes(address: str) -> list[dict]:
+    """The cluster's nodes, from a short-lived connection (the runner closed its own)."""
+    import ray
+
+    ray.init(address=address, logging_level="ERROR")
+    try:
+        return ray.nodes()
+    finally:
+        ray.shutdown()
+
+
 def test_dass_lambdas_are_searched_as_parallel_ray_tasks(ray_cluster, tmp_path):
     import ray
 
@@ -78,3 +89,51 @@ def test_dass_lambdas_are_searched_as_parallel_ray_tasks(ray_cluster, tmp_path):
         run = tracker.client.get_run(runs[p.key])
         assert run.data.params["strategy"] == "dass"
         assert float(run.data.params["dass.lambda"]) == p.lam
+        # Trained on a worker of the cluster, not in this (the driver's) process.
+        assert run.data.tags["sparsearch.train_node_id"] in {
+            n["NodeID"] for n in ray_nodes(ray_cluster.address)}
+        assert run.info.status == "FINISHED" and "train_s" in run.data.metrics
+
+
+def test_dass_under_ray_retrains_the_front_once_the_sweep_is_complete(ray_cluster, tmp_path):
+    """One sparse choice (2:4) makes the sweep converge at once; budget left goes to the
+    retrain phase (the front under the space's other recipe), as with runner=local."""
+    from sparsearch.runners.ray import run_dass_ray
+    from sparsearch.search.dass import sweep_points
+    from sparsearch.search.setup import prepare_search
+    from sparsearch.search.strategies import create_sampler
+    from sparsearch.search.study import open_study
+    from sparsearch.tracking import Tracker
+
+    space = tmp_path / "space.yaml"
+    space.write_text("params:\n  pattern: {fixed: nm}\n  nm: '2:4'\n"
+                     "  recipe: {choice: [one_shot, gradual]}\n")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = compose([
+        "name=tiny", "search=dass", f"space={space}", "search.n_trials=3",
+        "search.dass.lambdas=[0.0]", "search.dass.levels=2", "search.dass.warmup_epochs=1",
+        "search.dass.search_epochs=1", "search.dass.finetune_epochs=0", "train.epochs=2",
+        "model.hidden=[32,32]", "runner=ray", f"runner.address={ray_cluster.address}",
+        f"tracking.uri={uri}", "export.enabled=false"])
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    setup = prepare_search(cfg, run_dir)
+    tracker = Tracker(uri, setup.experiment)
+    parent = tracker.start_search(search_key=setup.search_key, run_name="dass", params={})
+    study = open_study(name=setup.study_name, storage=None, run_dir=run_dir,
+                       sampler=create_sampler("random", seed=0), directions=setup.directions)
+    reported = []
+    run_dass_ray(setup, study, tracker=tracker, parent_run_id=parent,
+                 on_trial=lambda key, status: reported.append((key, status)))
+
+    points = sweep_points(study)
+    retrains = [p for p in points if p.retrain_of is not None]
+    assert retrains, [p.to_dict() for p in points]
+    sources = {p.key for p in points if p.retrain_of is None and p.duplicate_of is None}
+    assert {p.retrain_of for p in retrains} <= sources
+    assert all(p.accuracy is not None for p in retrains)
+    runs = tracker.trial_runs(setup.search_key)
+    for p in retrains:
+        assert (p.key, "complete") in reported
+        run = tracker.client.get_run(runs[p.key])
+        assert run.data.params["recipe"] == "gradual"

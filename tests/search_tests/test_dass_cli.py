@@ -80,6 +80,24 @@ def test_dass_end_to_end_then_resume_without_redoing_lambdas(tmp_path):
     assert front and all("test_accuracy" in e["metrics"] for e in front)
 
 
+def test_pt_derivation_with_a_flops_cost_through_the_command(tmp_path):
+    args = [*dass_args(tmp_path, n_trials=1), "search.dass.derive=pt",
+            "search.dass.cost=flops", "search.dass.pt_tune_epochs=0"]
+    out = run_cli(args, tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    client, _, children = records(f"sqlite:///{tmp_path / 'mlflow.db'}", "tinydass")
+    [child] = children
+    assert child.data.params["dass.derive"] == "pt"
+    assert child.data.params["dass.cost"] == "flops"
+    [snapshot] = client.list_artifacts(child.info.run_id, "dass")
+    alpha = json.loads(Path(client.download_artifacts(child.info.run_id, snapshot.path,
+                                                      str(tmp_path))).read_text())
+    # PT scored removing each candidate of each decision on validation accuracy.
+    assert alpha["derive"] == "pt" and alpha["cost"] == "flops"
+    assert set(alpha["pt_accuracy_without"]) == {"fc1", "fc2"}
+    assert 0.0 < alpha["expected_cost"] <= 1.0
+
+
 def write_images(root: Path) -> None:
     rng = np.random.RandomState(0)
     for c in range(2):

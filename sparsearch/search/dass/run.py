@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from sparsearch.evaluate import EvalContext
+from sparsearch.evaluate import EvalContext, TrialResult
 from sparsearch.search.dass.job import LambdaJob, LambdaOutcome, build_supernet, search_lambda
 from sparsearch.search.dass.job import warm_up as dense_warm_up
 from sparsearch.search.dass.plan import SupernetPlan, fixed_values, plan_supernet
@@ -41,8 +41,8 @@ from sparsearch.search.study import REASON, RETRY_OF, budget_used, trial_key
 from sparsearch.search.trial import TrialJob, run_trial, trial_dir
 from sparsearch.spec import SubnetSpec
 
-__all__ = ["POINT_ATTR", "SWEEP_ATTR", "check_dass", "record_outcome", "round_levels",
-           "run_dass", "sweep_points"]
+__all__ = ["POINT_ATTR", "SWEEP_ATTR", "check_dass", "record_next_retrain", "record_outcome",
+           "round_levels", "run_dass", "sweep_points"]
 
 log = logging.getLogger("sparsearch")
 
@@ -124,10 +124,13 @@ def _digest(outcome: LambdaOutcome) -> str:
 
 def record_outcome(setup: SearchSetup, study: Any, outcome: LambdaOutcome, *,
                    points: list[SweepPoint], tracker: Any, parent_run_id: str,
-                   round_: int = 0, retrain_of: int | None = None) -> SweepPoint:
+                   round_: int = 0, retrain_of: int | None = None,
+                   train: Callable[[TrialJob], TrialResult] | None = None) -> SweepPoint:
     """Trains and records one lambda's derived subnet (or notes it as a duplicate).
 
     ``retrain_of`` marks a retrain of an earlier subnet under other training values.
+    ``train`` runs the trial job (train, score, record in MLflow) somewhere else, such as
+    a Ray worker; by default it runs here with ``tracker``.
 
     Returns:
         The lambda's sweep point (also saved in the study).
@@ -159,7 +162,7 @@ def record_outcome(setup: SearchSetup, study: Any, outcome: LambdaOutcome, *,
                                  "dass.cost": dass.cost, "dass.round": round_,
                                  **({"dass.retrain_of": retrain_of}
                                     if retrain_of is not None else {})})
-    result = run_trial(job, tracker=tracker)
+    result = train(job) if train is not None else run_trial(job, tracker=tracker)
     if outcome.model and result.status == "complete":
         # finalize_search rebuilds the search's model; a cell network scores itself here
         # and leaves its model options beside its weights.
@@ -225,6 +228,22 @@ def _next_key(study: Any, points: list[SweepPoint]) -> int:
     return max(keys, default=-1) + 1
 
 
+def record_next_retrain(setup: SearchSetup, study: Any, points: list[SweepPoint], *,
+                        tracker: Any, parent_run_id: str,
+                        train: Callable[[TrialJob], TrialResult] | None = None
+                        ) -> SweepPoint | None:
+    """Trains and records the next front subnet under other training values (DASS's last
+    phase, once the lambda sweep is complete); None when every variant is done."""
+    retrain = _next_retrain(setup, points)
+    if retrain is None:
+        return None
+    source, outcome = retrain
+    outcome = replace(outcome, key=_next_key(study, points))
+    return record_outcome(setup, study, outcome, points=points, tracker=tracker,
+                          parent_run_id=parent_run_id, round_=source.round,
+                          retrain_of=source.key, train=train)
+
+
 def run_dass(setup: SearchSetup, study: Any, *, tracker: Any, parent_run_id: str,
              on_trial: Callable[[int, str], None]) -> None:
     """Runs the DASS lambda sweep until the budget is spent or the sweep is complete.
@@ -255,16 +274,14 @@ def run_dass(setup: SearchSetup, study: Any, *, tracker: Any, parent_run_id: str
     while budget_left():
         step = next_step(cfg.dass.lambdas, points, refine=cfg.dass.refine, min_cost=min_cost)
         if step is None:
-            retrain = _next_retrain(setup, points) if cfg.dass.refine else None
-            if retrain is None:
+            point = (record_next_retrain(setup, study, points, tracker=tracker,
+                                         parent_run_id=parent_run_id)
+                     if cfg.dass.refine else None)
+            if point is None:
                 log.info("dass: the sweep is complete (%d subnets)", len(points))
                 return
-            source, outcome = retrain
-            outcome = replace(outcome, key=_next_key(study, points))
-            points.append(record_outcome(setup, study, outcome, points=points, tracker=tracker,
-                                         parent_run_id=parent_run_id, round_=source.round,
-                                         retrain_of=source.key))
-            on_trial(points[-1].key, "complete" if points[-1].accuracy is not None else "failed")
+            points.append(point)
+            on_trial(point.key, "complete" if point.accuracy is not None else "failed")
             continue
         round_, lam = step
         if round_ not in plans:
