@@ -57,6 +57,44 @@ def test_bench_measures_again(export_dir, capsys):
     assert fc1[5].endswith("x") and float(fc1[5][:-1]) >= 1.0
 
 
+def test_bench_write_records_the_fresh_dispatch_that_load_then_uses(tmp_path, capsys,
+                                                                    monkeypatch):
+    from sparsearch.export import load, read_manifest
+    from sparsearch.export._tuning import machine_fingerprint
+
+    # An export saved without timing (as a busy machine's would be worth re-timing).
+    path = save(mlp_all_formats(), None, tmp_path / "e", tune=False)
+    assert read_manifest(path)["dispatch"] == {}
+    weights_before = (path / "weights.safetensors").read_bytes()
+    assert main([str(path), "--bench", "--write", "--min-run-time-s", "0.002"]) == 0
+    assert "recorded this cpu dispatch" in capsys.readouterr().out
+    manifest = read_manifest(path)
+    record = manifest["dispatch"]["cpu"]
+    assert record["machine"] == machine_fingerprint("cpu")
+    assert {"fc1", "fc2", "fc3", "fc4"} <= set(record["layers"])
+    assert (path / "weights.safetensors").read_bytes() == weights_before
+    assert not list(path.glob(".manifest.json.tmp-*"))
+    # load finds the recorded dispatch for this machine: nothing measured, nothing cached.
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("SPARSEARCH_CACHE_DIR", str(cache))
+    load(path)
+    assert not (cache / "dispatch").exists()
+    # ... whereas without a record it measures and caches (the check above can fail).
+    bare = save(mlp_all_formats(), None, tmp_path / "bare", tune=False)
+    load(bare, min_run_time_s=0.002)
+    assert list((cache / "dispatch").glob("*.json"))
+
+
+def test_write_needs_bench_and_the_exports_batch_sizes(export_dir, capsys):
+    assert main([str(export_dir), "--write"]) == 2
+    assert capsys.readouterr().err.startswith("error: --write records what --bench measures")
+    before = (export_dir / "manifest.json").read_text()
+    assert main([str(export_dir), "--bench", "--write", "--batch-sizes", "1,8",
+                 "--min-run-time-s", "0.002"]) == 2
+    assert "not supported: --write with batch sizes [1, 8]" in capsys.readouterr().err
+    assert (export_dir / "manifest.json").read_text() == before
+
+
 @pytest.mark.parametrize("make", ["empty_dir", "a_file", "bad_json", "other_json"])
 def test_bad_input_is_one_line_on_stderr_and_exit_2(tmp_path, capsys, make):
     target = tmp_path / "target"
