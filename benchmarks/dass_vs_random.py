@@ -125,9 +125,10 @@ def _reach(curve: list[tuple[float, float]], target: float) -> float | None:
 def _start(run_dir: Path, method: str, *, seed: int, budgets: list[float],
            threads: int) -> subprocess.Popen:
     overrides = _overrides(run_dir, method, seed=seed, timeout_s=max(budgets), threads=threads)
-    log = (run_dir / f"{method}.log").open("w")
-    return subprocess.Popen([sys.executable, "-m", "sparsearch", *overrides], stdout=log,
-                            stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    with (run_dir / f"{method}.log").open("w") as log:  # the child keeps its own handle
+        return subprocess.Popen([sys.executable, "-m", "sparsearch", *overrides], stdout=log,
+                                stderr=subprocess.STDOUT,
+                                env={**os.environ, "HF_HUB_OFFLINE": "1"})
 
 
 def _finish(run_dir: Path, method: str, proc: subprocess.Popen, seed: int) -> None:

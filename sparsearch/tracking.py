@@ -187,3 +187,12 @@ class Tracker:
     def end_run(self, run_id: str, status: str) -> None:
         """status: FINISHED | FAILED | KILLED."""
         self.client.set_terminated(run_id, status=status)
+
+    def fail_trial_run(self, search_key: str, trial_key: int, reason: str) -> None:
+        """Ends a trial's run FAILED with its reason, when a worker died before it could;
+        nothing if the trial never opened a run."""
+        run_id = self.trial_runs(search_key).get(trial_key)
+        if run_id is not None:
+            self.set_tags(run_id, {"sparsearch.status": "failed",
+                                   "sparsearch.fail_reason": reason[:5000]})
+            self.end_run(run_id, "FAILED")

@@ -78,8 +78,11 @@ def write_dispatch(path: str | Path, manifest: dict, device_type: str, record: d
     target = Path(path) / MANIFEST
     updated = {**manifest, "dispatch": {**manifest.get("dispatch", {}), device_type: record}}
     staging = target.with_name(f".{MANIFEST}.tmp-{os.getpid()}")
-    staging.write_text(json.dumps(updated, indent=1, sort_keys=True) + "\n")
-    os.replace(staging, target)
+    try:
+        staging.write_text(json.dumps(updated, indent=1, sort_keys=True) + "\n")
+        os.replace(staging, target)
+    finally:
+        staging.unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

@@ -183,7 +183,7 @@ class StudySearch(OptunaSearch):
         if status is None:
             metrics, node = {}, None
             reason = f"the trial's Ray worker died {session.max_failures + 1} time(s)"
-            self._fail_mlflow_run(key, reason)
+            session.tracker.fail_trial_run(session.search_key, key, reason)
             status = "failed"
         else:
             metrics = json.loads(result[METRICS])
@@ -198,14 +198,6 @@ class StudySearch(OptunaSearch):
             self._ot_study.tell(trial, state=TrialState.FAIL)
         self._completed_trials.add(trial_id)
         session.on_trial(key, status)
-
-    def _fail_mlflow_run(self, key: int, reason: str) -> None:
-        session = self._session
-        run_id = session.tracker.trial_runs(session.search_key).get(key)
-        if run_id is not None:
-            session.tracker.set_tags(run_id, {"sparsearch.status": "failed",
-                                              "sparsearch.fail_reason": reason})
-            session.tracker.end_run(run_id, "FAILED")
 
 
 @dataclass(frozen=True)
@@ -500,10 +492,11 @@ def run_dass_ray(setup: SearchSetup, study: Any, *, tracker: Any, parent_run_id:
     refinement or a new round waits for the results it depends on. As many lambdas run at
     once as the cluster has slots for ``runner.resources_per_trial`` (at most
     ``runner.max_concurrent_trials``); a task whose worker dies is retried
-    ``runner.max_failures`` times. Each outcome is recorded in the driver with
-    ``record_outcome``, as ``run_dass`` records it (its derived subnet trains there), and
-    its child run is tagged with the node that searched it. Once the sweep is complete, the
-    front is retrained under the space's other training values, as ``run_dass`` does.
+    ``runner.max_failures`` times. Each outcome is recorded with ``record_outcome``, as
+    ``run_dass`` records it, except that its derived subnet trains as a Ray task; its child
+    run is tagged with the node that searched it and the node that trained it. Once the
+    sweep is complete, the front is retrained under the space's other training values, as
+    ``run_dass`` does.
 
     Args:
         setup, study, tracker, parent_run_id, on_trial: as for ``run_dass``.
@@ -550,11 +543,7 @@ def run_dass_ray(setup: SearchSetup, study: Any, *, tracker: Any, parent_run_id:
                 result, node = ray.get(train_remote.remote(job))
             except (WorkerCrashedError, NodeDiedError, OutOfMemoryError) as err:
                 reason = f"worker died {runner.max_failures + 1} time(s): {err}"
-                run_id = tracker.trial_runs(setup.search_key).get(job.key)
-                if run_id is not None:
-                    tracker.set_tags(run_id, {"sparsearch.status": "failed",
-                                              "sparsearch.fail_reason": reason[:5000]})
-                    tracker.end_run(run_id, "FAILED")
+                tracker.fail_trial_run(setup.search_key, job.key, reason)
                 return TrialResult("failed", {}, reason)
             trained_on[job.key] = node
             return result
@@ -588,8 +577,7 @@ def run_dass_ray(setup: SearchSetup, study: Any, *, tracker: Any, parent_run_id:
                                  min_cost=min_cost)
                 if step is None and not running and cfg.dass.refine:
                     # The sweep is complete: retrain the front under the space's other
-                    # training values, as run_dass does (in the driver, like every derived
-                    # subnet here).
+                    # training values, as run_dass does (each retrain a Ray task too).
                     point = record_next_retrain(setup, study, points, tracker=tracker,
                                                 parent_run_id=parent_run_id, train=train)
                     if point is None:

@@ -43,23 +43,22 @@ def ray_nodes(address: str) -> list[dict]:
         ray.shutdown()
 
 
-def test_dass_lambdas_are_searched_as_parallel_ray_tasks(ray_cluster, tmp_path):
-    import ray
+def run_dass_on_the_cluster(overrides: list[str], tmp_path: Path, address: str):
+    """``run_dass_ray`` on the cluster for a composed config, as the app would call it.
 
+    Returns:
+        (setup, tracker, study, reported (key, status) pairs).
+    """
     from sparsearch.runners.ray import run_dass_ray
-    from sparsearch.search.dass import sweep_points
     from sparsearch.search.setup import prepare_search
     from sparsearch.search.strategies import create_sampler
     from sparsearch.search.study import open_study
     from sparsearch.tracking import Tracker
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    cfg = compose([
-        "name=tiny", "search=dass", "search.n_trials=2", "search.dass.lambdas=[0.0,20.0]",
-        "search.dass.refine=false", "search.dass.warmup_epochs=1",
-        "search.dass.search_epochs=2", "search.dass.finetune_epochs=1", "train.epochs=2",
-        "model.hidden=[32,32]", "runner=ray", f"runner.address={ray_cluster.address}",
-        f"tracking.uri={uri}", "export.enabled=false"])
+    cfg = compose(["name=tiny", "search=dass", "train.epochs=2", "model.hidden=[32,32]",
+                   "runner=ray", f"runner.address={address}", f"tracking.uri={uri}",
+                   "export.enabled=false", *overrides])
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     setup = prepare_search(cfg, run_dir)
@@ -67,9 +66,21 @@ def test_dass_lambdas_are_searched_as_parallel_ray_tasks(ray_cluster, tmp_path):
     parent = tracker.start_search(search_key=setup.search_key, run_name="dass", params={})
     study = open_study(name=setup.study_name, storage=None, run_dir=run_dir,
                        sampler=create_sampler("random", seed=0), directions=setup.directions)
-    reported = []
+    reported: list[tuple[int, str]] = []
     run_dass_ray(setup, study, tracker=tracker, parent_run_id=parent,
                  on_trial=lambda key, status: reported.append((key, status)))
+    return setup, tracker, study, reported
+
+
+def test_dass_lambdas_are_searched_as_parallel_ray_tasks(ray_cluster, tmp_path):
+    import ray
+
+    from sparsearch.search.dass import sweep_points
+
+    setup, tracker, study, reported = run_dass_on_the_cluster([
+        "search.n_trials=2", "search.dass.lambdas=[0.0,20.0]", "search.dass.refine=false",
+        "search.dass.warmup_epochs=1", "search.dass.search_epochs=2",
+        "search.dass.finetune_epochs=1"], tmp_path, ray_cluster.address)
     assert not ray.is_initialized(), "the runner left its connection open"
 
     points = sweep_points(study)
@@ -98,33 +109,15 @@ def test_dass_lambdas_are_searched_as_parallel_ray_tasks(ray_cluster, tmp_path):
 def test_dass_under_ray_retrains_the_front_once_the_sweep_is_complete(ray_cluster, tmp_path):
     """One sparse choice (2:4) makes the sweep converge at once; budget left goes to the
     retrain phase (the front under the space's other recipe), as with runner=local."""
-    from sparsearch.runners.ray import run_dass_ray
     from sparsearch.search.dass import sweep_points
-    from sparsearch.search.setup import prepare_search
-    from sparsearch.search.strategies import create_sampler
-    from sparsearch.search.study import open_study
-    from sparsearch.tracking import Tracker
 
     space = tmp_path / "space.yaml"
     space.write_text("params:\n  pattern: {fixed: nm}\n  nm: '2:4'\n"
                      "  recipe: {choice: [one_shot, gradual]}\n")
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    cfg = compose([
-        "name=tiny", "search=dass", f"space={space}", "search.n_trials=3",
-        "search.dass.lambdas=[0.0]", "search.dass.levels=2", "search.dass.warmup_epochs=1",
-        "search.dass.search_epochs=1", "search.dass.finetune_epochs=0", "train.epochs=2",
-        "model.hidden=[32,32]", "runner=ray", f"runner.address={ray_cluster.address}",
-        f"tracking.uri={uri}", "export.enabled=false"])
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    setup = prepare_search(cfg, run_dir)
-    tracker = Tracker(uri, setup.experiment)
-    parent = tracker.start_search(search_key=setup.search_key, run_name="dass", params={})
-    study = open_study(name=setup.study_name, storage=None, run_dir=run_dir,
-                       sampler=create_sampler("random", seed=0), directions=setup.directions)
-    reported = []
-    run_dass_ray(setup, study, tracker=tracker, parent_run_id=parent,
-                 on_trial=lambda key, status: reported.append((key, status)))
+    setup, tracker, study, reported = run_dass_on_the_cluster([
+        f"space={space}", "search.n_trials=3", "search.dass.lambdas=[0.0]",
+        "search.dass.levels=2", "search.dass.warmup_epochs=1", "search.dass.search_epochs=1",
+        "search.dass.finetune_epochs=0"], tmp_path, ray_cluster.address)
 
     points = sweep_points(study)
     retrains = [p for p in points if p.retrain_of is not None]
