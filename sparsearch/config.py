@@ -35,13 +35,16 @@ class ConfigError(ValueError):
 
 @dataclass
 class DataConfig:
-    # Dataset: digits (ships with scikit-learn) | cifar10 | imagefolder.
+    # Dataset: digits (ships with scikit-learn) | mnist1d (generated offline) | cifar10 |
+    # imagefolder.
     name: str = "digits"
     # Local folder of the dataset (cifar10: the python pickle batches; imagefolder: class dirs).
     root: str | None = None
-    # Fraction of all samples held out for validation (drives the search).
+    # Fraction of all samples held out for validation (drives the search); of the training
+    # samples for a data set with its own test split (mnist1d).
     val_fraction: float = 0.2
-    # Fraction of all samples held out for test (read for Pareto subnets only).
+    # Fraction of all samples held out for test (read for Pareto subnets only); unused by a
+    # data set with its own test split (mnist1d).
     test_fraction: float = 0.2
     # Seed of the train/val/test split (fixed, independent of the search seed).
     split_seed: int = 0
@@ -49,17 +52,19 @@ class DataConfig:
     image_size: int | None = None
     # Use at most this many samples of the dataset (null: all); for quick runs.
     limit: int | None = None
+    # Samples generated for mnist1d (null: the paper's 5000, split 4000 train / 1000 test).
+    num_samples: int | None = None
 
 
 @dataclass
 class ModelConfig:
-    # Model family: mlp | cnn | timm.
+    # Model family: mlp | cnn | cnn1d (MNIST-1D paper's 1-D CNN) | timm.
     kind: str = "mlp"
     # timm model name (kind=timm), e.g. resnet18; built with pretrained=False.
     name: str = "resnet18"
     # Hidden widths of the MLP (kind=mlp).
     hidden: list[int] = field(default_factory=lambda: [256, 256])
-    # Channels of the three convolutions of the small CNN (kind=cnn).
+    # Channels of the three convolutions of the small CNN (kind=cnn, cnn1d).
     channels: list[int] = field(default_factory=lambda: [32, 64, 64])
     # Dropout between MLP layers.
     dropout: float = 0.0
@@ -265,12 +270,14 @@ def validate(cfg: SparsearchConfig) -> SparsearchConfig:
     Raises:
         ConfigError: the first bad field, in one line.
     """
-    _one_of("data.name", cfg.data.name, ("digits", "cifar10", "imagefolder"))
+    _one_of("data.name", cfg.data.name, ("digits", "mnist1d", "cifar10", "imagefolder"))
+    if cfg.data.num_samples is not None and cfg.data.num_samples < 100:
+        raise ConfigError(f"data.num_samples must be >= 100 or null, got {cfg.data.num_samples}")
     for key in ("val_fraction", "test_fraction"):
         value = getattr(cfg.data, key)
         if not 0.0 < value < 0.5:
             raise ConfigError(f"data.{key} must be in (0, 0.5), got {value}")
-    _one_of("model.kind", cfg.model.kind, ("mlp", "cnn", "timm"))
+    _one_of("model.kind", cfg.model.kind, ("mlp", "cnn", "cnn1d", "timm"))
     if cfg.train.epochs < 1:
         raise ConfigError(f"train.epochs must be >= 1, got {cfg.train.epochs}")
     if cfg.train.lr <= 0:

@@ -1,7 +1,9 @@
 """Datasets as in-memory tensors with a fixed, seeded train/val/test split.
 
-scikit-learn's digits set ships inside scikit-learn, so the default needs no download.
-The val split drives the search; the test split is only read for the Pareto subnets.
+scikit-learn's digits set ships inside scikit-learn, so the default needs no download;
+MNIST-1D is generated offline by the ``mnist1d`` package. The val split drives the
+search; the test split is only read for the Pareto subnets. A data set that ships its own
+test split keeps it, and val is carved out of its training part.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["DataSplits", "iterate_batches", "load_digits_splits"]
+__all__ = ["DataSplits", "iterate_batches", "load_digits_splits", "load_mnist1d_splits"]
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,60 @@ def split_arrays(
 
     return DataSplits(pair(train_idx), pair(val_idx), pair(test_idx),
                       tuple(inputs.shape[1:]), int(targets.max()) + 1, name)
+
+
+def split_train_val(
+    train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray], *,
+    val_fraction: float, seed: int, name: str,
+) -> DataSplits:
+    """Keeps a published test split; carves a stratified, seeded val split out of train.
+
+    ``val_fraction`` is the share of the training samples that go to val.
+    """
+    from sklearn.model_selection import train_test_split
+
+    inputs, targets = train
+    train_idx, val_idx = train_test_split(np.arange(len(targets)), test_size=val_fraction,
+                                          random_state=seed, stratify=targets)
+
+    def pair(x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        return (torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.int64))
+
+    num_classes = int(max(targets.max(), test[1].max())) + 1
+    return DataSplits(pair(inputs[train_idx], targets[train_idx]),
+                      pair(inputs[val_idx], targets[val_idx]), pair(*test),
+                      tuple(inputs.shape[1:]), num_classes, name)
+
+
+def load_mnist1d_splits(*, val_fraction: float = 0.2, seed: int = 0,
+                        num_samples: int | None = None) -> DataSplits:
+    """MNIST-1D (Greydanus, arXiv 2011.14439), generated offline, as (1, 40) signals.
+
+    The paper's generation arguments (``mnist1d.data.get_dataset_args``: 5000 samples,
+    generation seed 42) and its split: the first 80% train (4000), the last 20% test (1000);
+    val is ``val_fraction`` of the training samples. ``num_samples`` enlarges the set (the
+    same 80/20 split). Never ``mnist1d.data.get_dataset``: that one downloads a pickle.
+    """
+    import random
+
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    args = get_dataset_args()
+    if num_samples is not None:
+        args.num_samples = int(num_samples)
+    # make_dataset seeds numpy's and random's global generators: restore them afterwards.
+    numpy_state, random_state = np.random.get_state(), random.getstate()
+    try:
+        raw = make_dataset(args)
+    finally:
+        np.random.set_state(numpy_state)
+        random.setstate(random_state)
+
+    def signals(x: np.ndarray) -> np.ndarray:
+        return x.astype(np.float32)[:, None, :]
+
+    return split_train_val((signals(raw["x"]), raw["y"]), (signals(raw["x_test"]), raw["y_test"]),
+                           val_fraction=val_fraction, seed=seed, name="mnist1d")
 
 
 def load_digits_splits(*, val_fraction: float = 0.2, test_fraction: float = 0.2,

@@ -1,6 +1,6 @@
 """DASS's sparse ops, DARTS's mixed op and primitives, and the two supernets.
 
-- ``SparseLinear`` / ``SparseConv2d``: learned top-k score masks with a straight-through
+- ``SparseLinear`` / ``SparseConv1d`` / ``SparseConv2d``: learned top-k score masks with a straight-through
   gradient and HYDRA's scaled score init (DASS, arXiv 2207.06968; HYDRA, arXiv 2002.10509).
 - ``MixedOp`` and the 8 DARTS primitives (arXiv 1806.09055), as a registry.
 - ``MacroSupernet``: each prunable layer of a fixed backbone chooses its (pattern, sparsity).
@@ -15,6 +15,7 @@ from sparsearch.ops.mixed import MixedOp
 from sparsearch.ops.primitives import create_primitive, list_primitives, register_primitive
 from sparsearch.ops.sparse import (
     MaskChoice,
+    SparseConv1d,
     SparseConv2d,
     SparseLinear,
     SparseWeight,
@@ -32,6 +33,7 @@ __all__ = [
     "MaskCache",
     "MaskChoice",
     "MixedOp",
+    "SparseConv1d",
     "SparseConv2d",
     "SparseLinear",
     "SparseWeight",

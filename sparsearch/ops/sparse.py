@@ -1,4 +1,4 @@
-"""DASS's sparse ops: SparseLinear and SparseConv2d with learned top-k score masks.
+"""DASS's sparse ops: SparseLinear, SparseConv1d and SparseConv2d with learned top-k masks.
 
 Mousavi et al., "DASS: Differentiable Architecture Search for Sparse Neural Networks"
 (arXiv 2207.06968), ``DASS/layers.py`` (``SubnetConv``, ``SubnetLinear``): every
@@ -12,7 +12,7 @@ applies now. A single keep fraction is a one-candidate choice; the layer-wise su
 gives each layer a choice over (pattern, sparsity) candidates mixed by softmax(alpha);
 the cell supernet shares one choice over keep levels between all of its layers (DASS
 prunes every layer at the same k). ``attach_scores`` puts the same parametrization on any
-existing Linear / Conv2d, so module names and forwards stay those of the model.
+existing Linear / Conv1d / Conv2d, so module names and forwards stay those of the model.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from torch.nn.utils import parametrize
 
 from sparsearch.ops.masks import Candidate, MaskCache, mixed_mask, scaled_score_init
 
-__all__ = ["MaskChoice", "SparseConv2d", "SparseLinear", "SparseWeight", "attach_scores",
+__all__ = ["MaskChoice", "SparseConv1d", "SparseConv2d", "SparseLinear", "SparseWeight", "attach_scores",
            "sparse_weights"]
 
 
@@ -91,7 +91,7 @@ class SparseWeight(nn.Module):
 
 
 def attach_scores(layer: nn.Module, choice: MaskChoice) -> SparseWeight:
-    """Makes an existing Linear / Conv2d sparse: its weight becomes ``W * M(S)``."""
+    """Makes an existing Linear / Conv1d / Conv2d sparse: its weight becomes ``W * M(S)``."""
     sparse = SparseWeight(layer.weight, choice)
     parametrize.register_parametrization(layer, "weight", sparse, unsafe=True)
     return sparse
@@ -135,6 +135,26 @@ class SparseConv2d(nn.Conv2d):
         keep: keep fraction k (1.0 = dense), used when no ``choice`` is given.
         choice: a MaskChoice shared with other layers (overrides ``keep``).
         **conv: stride, padding, dilation, groups, bias of ``nn.Conv2d``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, *,
+                 keep: float = 1.0, choice: MaskChoice | None = None, **conv: Any) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, **conv)
+        attach_scores(self, choice or MaskChoice.keep_fraction(keep))
+
+    @property
+    def sparse(self) -> SparseWeight:
+        return self.parametrizations.weight[0]
+
+
+class SparseConv1d(nn.Conv1d):
+    """A Conv1d whose weight is masked by learned top-k scores (DASS's SparseConv in 1-D).
+
+    Args:
+        in_channels, out_channels, kernel_size: as ``nn.Conv1d``.
+        keep: keep fraction k (1.0 = dense), used when no ``choice`` is given.
+        choice: a MaskChoice shared with other layers (overrides ``keep``).
+        **conv: stride, padding, dilation, groups, bias of ``nn.Conv1d``.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, *,

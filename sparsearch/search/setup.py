@@ -56,6 +56,9 @@ def load_data(cfg: SparsearchConfig) -> DataSplits:
     if d.name == "digits":
         splits = data_mod.load_digits_splits(val_fraction=d.val_fraction,
                                              test_fraction=d.test_fraction, seed=d.split_seed)
+    elif d.name == "mnist1d":
+        splits = data_mod.load_mnist1d_splits(val_fraction=d.val_fraction, seed=d.split_seed,
+                                              num_samples=d.num_samples)
     else:
         loader = getattr(data_mod, f"load_{d.name}_splits", None)
         if loader is None:
@@ -75,8 +78,8 @@ def _model_options(cfg: SparsearchConfig) -> dict[str, object]:
     m = cfg.model
     if m.kind == "mlp":
         return {"kind": "mlp", "hidden": list(m.hidden), "dropout": m.dropout}
-    if m.kind == "cnn":
-        return {"kind": "cnn", "channels": list(m.channels)}
+    if m.kind in ("cnn", "cnn1d"):
+        return {"kind": m.kind, "channels": list(m.channels)}
     options: dict[str, object] = {"kind": "timm", "name": m.name}
     if m.img_size is not None:
         options["img_size"] = m.img_size
