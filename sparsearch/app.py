@@ -49,10 +49,16 @@ def print_report(report: Any, setup: Any, console: Any) -> None:
         table.add_column(col, justify="right" if col not in ("pattern", "allocation", "recipe")
                          else "left")
     d = report.dense
-    table.add_row("dense", "-", f"{d['accuracy']:.4f}", f"{d['test_accuracy']:.4f}", "1.000",
+    table.add_row("dense" if "checkpoint_accuracy" not in d else "dense+ft", "-", f"{d['accuracy']:.4f}", f"{d['test_accuracy']:.4f}", "1.000",
                   f"{int(d['nnz'])}", f"{int(d['flops'])}",
                   *[f"{d[m]:.4g}" if m in d else "-" for m in extra], "dense", "-", "-",
                   style="cyan")
+    if "checkpoint_accuracy" in d:
+        # The user's dense weights as loaded; the row above is them after the trials' budget.
+        table.add_row("checkpoint", "-", f"{d['checkpoint_accuracy']:.4f}",
+                      f"{d['checkpoint_test_accuracy']:.4f}", "1.000", f"{int(d['nnz'])}",
+                      f"{int(d['flops'])}", *["-" for _ in extra], "dense", "-", "as loaded",
+                      style="cyan")
     for e in report.front:
         m = e.metrics
         table.add_row(str(e.rank), str(e.key), f"{m['accuracy']:.4f}",

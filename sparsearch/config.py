@@ -58,7 +58,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    # Model family: mlp | cnn | cnn1d (MNIST-1D paper's 1-D CNN) | timm.
+    # Model family: mlp | cnn | cnn1d (MNIST-1D paper's 1-D CNN) | timm | custom.
     kind: str = "mlp"
     # timm model name (kind=timm), e.g. resnet18; built with pretrained=False.
     name: str = "resnet18"
@@ -70,6 +70,13 @@ class ModelConfig:
     dropout: float = 0.0
     # Image size passed to timm models that take one (ViTs); null: the model's default.
     img_size: int | None = None
+    # Factory of a user's own model (kind=custom): "package.module:function" -> nn.Module.
+    target: str | None = None
+    # Keyword options passed to the factory of kind=custom (+model.options.width=64).
+    options: dict[str, Any] = field(default_factory=dict)
+    # Dense weights to start from (any kind): a .safetensors file or a torch state dict,
+    # read with weights_only=True; recipes then skip their dense-training phase.
+    checkpoint: str | None = None
 
 
 @dataclass
@@ -277,7 +284,7 @@ def validate(cfg: SparsearchConfig) -> SparsearchConfig:
         value = getattr(cfg.data, key)
         if not 0.0 < value < 0.5:
             raise ConfigError(f"data.{key} must be in (0, 0.5), got {value}")
-    _one_of("model.kind", cfg.model.kind, ("mlp", "cnn", "cnn1d", "timm"))
+    _one_of("model.kind", cfg.model.kind, ("mlp", "cnn", "cnn1d", "timm", "custom"))
     if cfg.train.epochs < 1:
         raise ConfigError(f"train.epochs must be >= 1, got {cfg.train.epochs}")
     if cfg.train.lr <= 0:

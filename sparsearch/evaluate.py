@@ -50,7 +50,8 @@ class EvalContext:
 
     Attributes:
         data: the dataset splits (CPU tensors).
-        model: ``{"kind": ..., **options}`` for ``sparsearch.models.create_model``.
+        model: ``{"kind": ..., **options}`` for ``sparsearch.models.create_model``, plus
+            ``checkpoint`` (a path) when the model starts from trained dense weights.
         train: default training settings (``epochs``, ``lr``, ...); the spec overrides.
         seed: seed of initialisation and data order.
         device: cpu | cuda | auto.
@@ -75,13 +76,17 @@ def _device(name: str) -> torch.device:
 
 
 def build_model(ctx: EvalContext, *, seed: int | None = None) -> nn.Module:
-    """The context's model, freshly initialised from ``seed`` (default: the context's)."""
-    from sparsearch.models import create_model
+    """The context's model, freshly initialised from ``seed`` (default: the context's), or
+    holding the context's dense checkpoint when it has one."""
+    from sparsearch.models import create_model, load_checkpoint
 
     torch.manual_seed(ctx.seed if seed is None else seed)
-    options = {k: v for k, v in ctx.model.items() if k != "kind"}
-    return create_model(ctx.model["kind"], in_shape=ctx.data.in_shape,
-                        num_classes=ctx.data.num_classes, **options)
+    options = {k: v for k, v in ctx.model.items() if k not in ("kind", "checkpoint")}
+    model = create_model(ctx.model["kind"], in_shape=ctx.data.in_shape,
+                         num_classes=ctx.data.num_classes, **options)
+    if ctx.model.get("checkpoint"):
+        load_checkpoint(model, ctx.model["checkpoint"])
+    return model
 
 
 def _settings(spec: SubnetSpec, ctx: EvalContext):
@@ -131,6 +136,7 @@ def evaluate(
             train_batches=lambda: iterate_batches(data.train, settings.batch_size,
                                                   generator=generator),
             log_metric=log_metric or (lambda key, value, step: None),
+            pretrained=bool(ctx.model.get("checkpoint")),
         )
         recipe.run(recipe_ctx)
         accuracy, loss = accuracy_and_loss(model, iterate_batches(data.val, 1024))

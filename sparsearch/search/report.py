@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sparsearch.evaluate import EvalContext
 from sparsearch.pareto import hypervolume, pareto_front
 from sparsearch.search.setup import SearchSetup
 from sparsearch.search.study import trial_key
@@ -68,6 +69,18 @@ def default_reference(metric: str, dense: dict[str, float], num_classes: int) ->
     return float(value)
 
 
+def checkpoint_metrics(ctx: EvalContext) -> dict[str, float]:
+    """Val and test accuracy of the dense checkpoint as loaded, before any training."""
+    from sparsearch.data import iterate_batches
+    from sparsearch.evaluate import accuracy_on_test, build_model
+    from sparsearch.train import accuracy_and_loss
+
+    model = build_model(ctx)
+    accuracy, loss = accuracy_and_loss(model, iterate_batches(ctx.data.val, 1024))
+    return {"checkpoint_accuracy": accuracy, "checkpoint_loss": loss,
+            "checkpoint_test_accuracy": accuracy_on_test(model, ctx.data)}
+
+
 def dense_baseline(setup: SearchSetup) -> dict[str, float]:
     """Trains the dense model once per run dir (cached in dense.json): the yardstick."""
     from sparsearch.evaluate import accuracy_on_test, evaluate
@@ -80,6 +93,10 @@ def dense_baseline(setup: SearchSetup) -> dict[str, float]:
     if model is None:
         raise RuntimeError(f"the dense baseline failed: {result.reason}")
     dense = {**result.metrics, "test_accuracy": accuracy_on_test(model, setup.ctx.data)}
+    if setup.ctx.model.get("checkpoint"):
+        # The user's weights as loaded, beside the same weights after the trials' budget of
+        # dense fine-tuning (the baseline above): both are yardsticks.
+        dense.update(checkpoint_metrics(setup.ctx))
     path.write_text(json.dumps(dense, indent=1))
     return dense
 

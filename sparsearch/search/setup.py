@@ -11,12 +11,14 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from torch import nn
+
 from sparsearch.config import ConfigError, SparsearchConfig, parse_objectives
 from sparsearch.data import DataSplits
 from sparsearch.evaluate import EvalContext
 from sparsearch.space import SearchSpace
 
-__all__ = ["SearchSetup", "load_data", "prepare_search"]
+__all__ = ["SearchSetup", "check_input_shape", "load_data", "prepare_search"]
 
 
 @dataclass
@@ -77,13 +79,56 @@ def load_data(cfg: SparsearchConfig) -> DataSplits:
 def _model_options(cfg: SparsearchConfig) -> dict[str, object]:
     m = cfg.model
     if m.kind == "mlp":
-        return {"kind": "mlp", "hidden": list(m.hidden), "dropout": m.dropout}
-    if m.kind in ("cnn", "cnn1d"):
-        return {"kind": m.kind, "channels": list(m.channels)}
-    options: dict[str, object] = {"kind": "timm", "name": m.name}
-    if m.img_size is not None:
-        options["img_size"] = m.img_size
+        options: dict[str, object] = {"kind": "mlp", "hidden": list(m.hidden),
+                                      "dropout": m.dropout}
+    elif m.kind in ("cnn", "cnn1d"):
+        options = {"kind": m.kind, "channels": list(m.channels)}
+    elif m.kind == "custom":
+        options = {"kind": "custom", "target": m.target, "options": dict(m.options)}
+    else:
+        options = {"kind": "timm", "name": m.name}
+        if m.img_size is not None:
+            options["img_size"] = m.img_size
+    if m.checkpoint:
+        path = Path(m.checkpoint).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"model.checkpoint {m.checkpoint!r} does not exist")
+        # Absolute: Ray workers need not share this process's working directory.
+        options["checkpoint"] = str(path.resolve())
     return options
+
+
+def _model_name(cfg: SparsearchConfig) -> str:
+    m = cfg.model
+    return {"timm": f"timm {m.name}", "custom": f"{m.target}"}.get(m.kind, m.kind)
+
+
+def check_input_shape(model: nn.Module, data: DataSplits, *, name: str) -> None:
+    """One forward pass of two val samples: the model must take them and give class logits.
+
+    Raises:
+        ConfigError: naming the model, the input shape and the model's own message.
+    """
+    import torch
+
+    sample = data.val[0][:2]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(sample)
+    except Exception as err:  # noqa: BLE001  (any model's own error is reported, not raised)
+        text = str(err).strip().splitlines()
+        message = f"{type(err).__name__}: {text[0] if text else ''}".rstrip(": ")
+        raise ConfigError(f"model {name} cannot take the input shape {tuple(data.in_shape)} of "
+                          f"data.name={data.name}: {message}") from None
+    finally:
+        model.train(was_training)
+    expected = (len(sample), data.num_classes)
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != expected:
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ConfigError(f"model {name} on input shape {tuple(data.in_shape)} returns {got}, "
+                          f"not (batch, {data.num_classes}) logits for data.name={data.name}")
 
 
 def prepare_search(cfg: SparsearchConfig, run_dir: Path) -> SearchSetup:
@@ -108,6 +153,7 @@ def prepare_search(cfg: SparsearchConfig, run_dir: Path) -> SearchSetup:
         model = build_model(ctx)
     except ValueError as err:
         raise ConfigError(str(err)) from None
+    check_input_shape(model, data, name=_model_name(cfg))
     space.check_layers(prunable_layers(model))
     study_name = cfg.search.study_name or cfg.name
     # The same run dir and study is the same search: that is what makes a rerun a resume.

@@ -43,7 +43,7 @@ class ProgressiveRecipe(Recipe):
     def run(self, ctx: RecipeContext) -> None:
         self.validate()
         n_dense, n_sparse, n_tune = split_phases(
-            ctx.settings.epochs, dense=float(self.options["dense"]),
+            ctx.settings.epochs, dense=self.dense_phase(ctx, "dense"),
             fine_tune=float(self.options["fine_tune"]), recipe=self.name)
         steps_per_epoch = sum(1 for _ in ctx.train_batches())
         sparse_start, sparse_steps = n_dense * steps_per_epoch, n_sparse * steps_per_epoch

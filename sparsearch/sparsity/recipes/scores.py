@@ -64,7 +64,7 @@ class Scores(Recipe):
 
     def run(self, ctx: RecipeContext) -> None:
         n_pre, n_score, n_tune = split_phases(
-            ctx.settings.epochs, dense=float(self.options["pretrain"]),
+            ctx.settings.epochs, dense=self.dense_phase(ctx, "pretrain"),
             fine_tune=float(self.options["finetune"]), recipe=self.name,
             names=("pretrain", "finetune"))
         before = ctx.plan.masks(ctx.model)
