@@ -72,7 +72,8 @@ class ModelConfig:
     img_size: int | None = None
     # Factory of a user's own model (kind=custom): "package.module:function" -> nn.Module.
     target: str | None = None
-    # Keyword options passed to the factory of kind=custom (+model.options.width=64).
+    # Keyword options passed to the factory of kind=custom or to timm.create_model
+    # (+model.options.width=64, +model.options.patch_size=2).
     options: dict[str, Any] = field(default_factory=dict)
     # Dense weights to start from (any kind): a .safetensors file or a torch state dict,
     # read with weights_only=True; recipes then skip their dense-training phase.

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -58,6 +59,11 @@ def _first_open_lock(uri: str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _param_name(key: Any) -> str:
+    """MLflow refuses the glob characters of layer groups (``layers.layer1.*.sparsity``)."""
+    return re.sub(r"[^\w\-. :/]", "_", str(key))
 
 
 def _param_value(value: Any) -> str:
@@ -147,7 +153,7 @@ class Tracker:
         """Logs params; logging the same values again (a resumed run) is a no-op in MLflow."""
         from mlflow.entities import Param
 
-        batch = [Param(str(k), _param_value(v)) for k, v in params.items()]
+        batch = [Param(_param_name(k), _param_value(v)) for k, v in params.items()]
         for start in range(0, len(batch), 100):
             self.client.log_batch(run_id, params=batch[start:start + 100])
 

@@ -89,6 +89,8 @@ def _model_options(cfg: SparsearchConfig) -> dict[str, object]:
         options = {"kind": "timm", "name": m.name}
         if m.img_size is not None:
             options["img_size"] = m.img_size
+        if m.options:
+            options["options"] = dict(m.options)
     if m.checkpoint:
         path = Path(m.checkpoint).expanduser()
         if not path.is_file():
