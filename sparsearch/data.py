@@ -153,10 +153,18 @@ _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".t
 
 def _subset(images: np.ndarray, targets: np.ndarray, *, limit: int | None,
             seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """At most ``limit`` samples, drawn with a seeded permutation (the same for the same seed)."""
+    """At most ``limit`` samples, drawn seeded (the same for the same seed) and stratified
+    where every class has two samples or more, so a small cap keeps every class."""
+    from sklearn.model_selection import train_test_split
+
     if limit is None or limit >= len(targets):
         return images, targets
-    keep = np.sort(np.random.RandomState(seed).permutation(len(targets))[:limit])
+    try:
+        keep, _ = train_test_split(np.arange(len(targets)), train_size=limit,
+                                   random_state=seed, stratify=targets)
+    except ValueError:
+        keep = np.random.RandomState(seed).permutation(len(targets))[:limit]
+    keep = np.sort(keep)
     return images[keep], targets[keep]
 
 
@@ -186,9 +194,11 @@ def load_cifar10_splits(root: Path, *, val_fraction: float, test_fraction: float
                         image_size: int | None = None, limit: int | None = None) -> DataSplits:
     """CIFAR-10 from its python pickle batches (``data_batch_1..5``, ``test_batch``).
 
-    All 60,000 images (train and test batches together) are split by the config's
-    fractions, as every dataset here; pixels are scaled to [0, 1], shape (3, 32, 32) or
-    ``(3, image_size, image_size)``.
+    The official split is kept, so numbers compare with published ones: ``test_batch`` is
+    the test split and val is ``val_fraction`` of the 50,000 training images
+    (``test_fraction`` is not used). ``limit`` caps the images in all, drawn seeded from
+    train and test in the published 5:1 proportion. Pixels are scaled to [0, 1], shape
+    (3, 32, 32) or ``(3, image_size, image_size)``.
 
     Raises:
         ConfigError: the folder lacks a batch, or a batch is not a CIFAR-10 pickle.
@@ -198,21 +208,33 @@ def load_cifar10_splits(root: Path, *, val_fraction: float, test_fraction: float
     from sparsearch.config import ConfigError
 
     folder = _cifar_folder(Path(root))
-    images, labels = [], []
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        try:
-            with open(folder / name, "rb") as handle:
-                batch = pickle.load(handle, encoding="bytes")
-            images.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-            labels.append(np.asarray(batch[b"labels"], dtype=np.int64))
-        except (OSError, pickle.UnpicklingError, KeyError, TypeError, ValueError, EOFError) as err:
-            raise ConfigError(f"data.root: {folder / name} is not a CIFAR-10 python batch "
-                              f"({type(err).__name__})") from None
-    data, targets = _subset(np.concatenate(images), np.concatenate(labels), limit=limit,
-                            seed=seed)
-    pixels = _resize(data.astype(np.float32) / 255.0, image_size)
-    return split_arrays(pixels, targets, val_fraction=val_fraction,
-                        test_fraction=test_fraction, seed=seed, name="cifar10")
+
+    def read(names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        images, labels = [], []
+        for name in names:
+            try:
+                with open(folder / name, "rb") as handle:
+                    batch = pickle.load(handle, encoding="bytes")
+                images.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+                labels.append(np.asarray(batch[b"labels"], dtype=np.int64))
+            except (OSError, pickle.UnpicklingError, KeyError, TypeError, ValueError,
+                    EOFError) as err:
+                raise ConfigError(f"data.root: {folder / name} is not a CIFAR-10 python batch "
+                                  f"({type(err).__name__})") from None
+        return np.concatenate(images), np.concatenate(labels)
+
+    train = read([f"data_batch_{i}" for i in range(1, 6)])
+    test = read(["test_batch"])
+    train_limit = None if limit is None else limit * 5 // 6
+    test_limit = None if limit is None else limit - limit * 5 // 6
+    train = _subset(*train, limit=train_limit, seed=seed)
+    test = _subset(*test, limit=test_limit, seed=seed)
+
+    def pixels(data: np.ndarray) -> np.ndarray:
+        return _resize(data.astype(np.float32) / 255.0, image_size)
+
+    return split_train_val((pixels(train[0]), train[1]), (pixels(test[0]), test[1]),
+                           val_fraction=val_fraction, seed=seed, name="cifar10")
 
 
 def load_imagefolder_splits(root: Path, *, val_fraction: float, test_fraction: float,

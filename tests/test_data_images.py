@@ -38,7 +38,12 @@ def test_cifar10_batches_load_and_split(tmp_path):
     splits = load_cifar10_splits(tmp_path, image_size=None, limit=None, **SPLIT)
     assert splits.in_shape == (3, 32, 32) and splits.num_classes == 10
     assert sum(len(p[1]) for p in (splits.train, splits.val, splits.test)) == 120
-    assert len(splits.test[1]) == 24 and len(splits.val[1]) == 24
+    # the official split: test_batch is the test split, val 20% of the training batches
+    assert len(splits.test[1]) == 20 and len(splits.val[1]) == 20
+    with open(tmp_path / "cifar-10-batches-py" / "test_batch", "rb") as handle:
+        test_batch = pickle.load(handle, encoding="bytes")
+    expected = np.asarray(test_batch[b"data"]).reshape(-1, 3, 32, 32) / 255.0
+    assert np.allclose(splits.test[0].numpy(), expected, atol=1e-6)
     x = splits.train[0]
     assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0
     # channel planes: the first row's first 1024 bytes are the red channel of image 0
@@ -56,6 +61,7 @@ def test_cifar10_limit_and_resize(tmp_path):
     splits = load_cifar10_splits(tmp_path, image_size=16, limit=60, **SPLIT)
     assert splits.in_shape == (3, 16, 16)
     assert sum(len(p[1]) for p in (splits.train, splits.val, splits.test)) == 60
+    assert len(splits.test[1]) == 10  # the published 5:1 train:test proportion
 
 
 def test_cifar10_missing_or_bad_batches_are_config_errors(tmp_path):
