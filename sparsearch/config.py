@@ -36,7 +36,7 @@ class ConfigError(ValueError):
 @dataclass
 class DataConfig:
     # Dataset: digits (ships with scikit-learn) | mnist1d (generated offline) | cifar10 |
-    # imagefolder.
+    # imagefolder | custom (data.target).
     name: str = "digits"
     # Local folder of the dataset (cifar10: the python pickle batches; imagefolder: class dirs).
     root: str | None = None
@@ -54,6 +54,10 @@ class DataConfig:
     limit: int | None = None
     # Samples generated for mnist1d (null: the paper's 5000, split 4000 train / 1000 test).
     num_samples: int | None = None
+    # A user's data (name=custom): "package.module:function" returning torch Datasets.
+    target: str | None = None
+    # Largest data set, in MB of float32 inputs, that is read into memory (name=custom).
+    max_memory_mb: float = 2048.0
 
 
 @dataclass
@@ -278,7 +282,13 @@ def validate(cfg: SparsearchConfig) -> SparsearchConfig:
     Raises:
         ConfigError: the first bad field, in one line.
     """
-    _one_of("data.name", cfg.data.name, ("digits", "mnist1d", "cifar10", "imagefolder"))
+    _one_of("data.name", cfg.data.name, ("digits", "mnist1d", "cifar10", "imagefolder",
+                                         "custom"))
+    if cfg.data.name == "custom" and not cfg.data.target:
+        raise ConfigError("data.target must name a function returning torch Datasets for "
+                          "data.name=custom, e.g. data.target=my_pkg.data:splits")
+    if cfg.data.max_memory_mb <= 0:
+        raise ConfigError(f"data.max_memory_mb must be > 0, got {cfg.data.max_memory_mb}")
     if cfg.data.num_samples is not None and cfg.data.num_samples < 100:
         raise ConfigError(f"data.num_samples must be >= 100 or null, got {cfg.data.num_samples}")
     for key in ("val_fraction", "test_fraction"):

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["DataSplits", "iterate_batches", "load_digits_splits", "load_mnist1d_splits"]
+__all__ = ["DataSplits", "iterate_batches", "load_custom_splits", "load_digits_splits",
+           "load_mnist1d_splits"]
 
 
 @dataclass(frozen=True)
@@ -281,3 +282,81 @@ def load_imagefolder_splits(root: Path, *, val_fraction: float, test_fraction: f
                           f"{sorted(s[1:] for s in sizes)[:3]}; set data.image_size")
     return split_arrays(np.stack(images), targets, val_fraction=val_fraction,
                         test_fraction=test_fraction, seed=seed, name="imagefolder")
+
+
+# A user's own data: a function returning torch Datasets, read into memory under a cap.
+
+
+def _dataset_arrays(dataset: object, *, key: str) -> tuple[np.ndarray, np.ndarray]:
+    """(inputs, targets) of a map-style Dataset of (input tensor, int label) pairs."""
+    from torch.utils.data import DataLoader
+
+    try:
+        batches = list(DataLoader(dataset, batch_size=256, shuffle=False))
+        inputs = torch.cat([torch.as_tensor(b[0]) for b in batches]).float().numpy()
+        targets = torch.cat([torch.as_tensor(b[1]) for b in batches]).long().numpy()
+    except Exception as err:  # noqa: BLE001  (any error of the user's Dataset is reported)
+        text = str(err).strip().splitlines()
+        raise ValueError(f"{key}: cannot read its samples as (input tensor, int label) pairs "
+                         f"({type(err).__name__}: {text[0] if text else ''})") from None
+    return inputs, targets
+
+
+def load_custom_splits(target: str, *, val_fraction: float, test_fraction: float, seed: int,
+                       max_memory_mb: float) -> DataSplits:
+    """A user's data: ``target`` names a function returning torch Datasets.
+
+    ``(train, test)``: the test split is kept and val is carved out of train as for a data
+    set with its own test split; ``(train, val, test)``: used as given; ``(all,)`` or one
+    Dataset: split like digits by the fractions. Samples are ``(input tensor, int label)``.
+    The data is read into memory when it fits under ``max_memory_mb``.
+
+    Raises:
+        ConfigError: a bad target or return value, unreadable samples, or data above the
+            cap (streaming it from disk is not built yet).
+    """
+    from torch.utils.data import Dataset
+
+    from sparsearch.config import ConfigError
+    from sparsearch.models import resolve_target
+
+    key = f"data.target {target!r}"
+    try:
+        fn = resolve_target(target, key="data.target")
+        returned = fn()
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    parts = returned if isinstance(returned, (tuple, list)) else (returned,)
+    if not 1 <= len(parts) <= 3 or not all(isinstance(p, Dataset) for p in parts):
+        raise ConfigError(f"{key} must return torch Datasets: (train, test), "
+                          f"(train, val, test) or one Dataset; got {type(returned).__name__}")
+    try:
+        sizes_mb = []
+        for part in parts:
+            first = torch.as_tensor(part[0][0])
+            sizes_mb.append(len(part) * first.numel() * 4 / 2**20)
+    except Exception as err:  # noqa: BLE001  (any error of the user's Dataset is reported)
+        raise ConfigError(f"{key}: cannot read a sample ({type(err).__name__}: {err})") from None
+    if sum(sizes_mb) > max_memory_mb:
+        raise ConfigError(f"not supported: {key} holds {sum(sizes_mb):.0f} MB of float32 "
+                          f"inputs, above data.max_memory_mb={max_memory_mb}; streaming from "
+                          f"disk through a DataLoader is not built yet")
+    try:
+        arrays = [_dataset_arrays(part, key=key) for part in parts]
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    name = "custom"
+    if len(arrays) == 1:
+        return split_arrays(*arrays[0], val_fraction=val_fraction, test_fraction=test_fraction,
+                            seed=seed, name=name)
+    if len(arrays) == 2:
+        return split_train_val(arrays[0], arrays[1], val_fraction=val_fraction, seed=seed,
+                               name=name)
+
+    def pair(x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.from_numpy(x), torch.from_numpy(y)
+
+    (train, val, test) = arrays
+    num_classes = int(max(train[1].max(), val[1].max(), test[1].max())) + 1
+    return DataSplits(pair(*train), pair(*val), pair(*test), tuple(train[0].shape[1:]),
+                      num_classes, name)

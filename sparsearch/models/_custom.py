@@ -27,8 +27,12 @@ from sparsearch.models._registry import register_model
 __all__ = ["load_checkpoint", "resolve_target"]
 
 
-def resolve_target(target: str) -> Callable[..., Any]:
+def resolve_target(target: str, *, key: str = "model.target") -> Callable[..., Any]:
     """The callable named by ``pkg.module:attr`` (or ``pkg.module.attr``).
+
+    Args:
+        target: the name.
+        key: the config field it came from, for error messages.
 
     Raises:
         ValueError: the text is not such a name, or the module or attribute is missing.
@@ -37,19 +41,19 @@ def resolve_target(target: str) -> Callable[..., Any]:
     if not sep:
         module_name, _, attr = target.rpartition(".")
     if not module_name or not attr:
-        raise ValueError(f"model.target must be 'package.module:factory', got {target!r}")
+        raise ValueError(f"{key} must be 'package.module:function', got {target!r}")
     try:
         module = importlib.import_module(module_name)
     except ImportError as err:
-        raise ValueError(f"model.target {target!r}: cannot import {module_name!r} ({err})") \
+        raise ValueError(f"{key} {target!r}: cannot import {module_name!r} ({err})") \
             from None
     factory = module
     for part in attr.split("."):
         factory = getattr(factory, part, None)
         if factory is None:
-            raise ValueError(f"model.target {target!r}: {module_name!r} has no {attr!r}")
+            raise ValueError(f"{key} {target!r}: {module_name!r} has no {attr!r}")
     if not callable(factory):
-        raise ValueError(f"model.target {target!r} is not callable")
+        raise ValueError(f"{key} {target!r} is not callable")
     return factory
 
 

@@ -58,6 +58,10 @@ def load_data(cfg: SparsearchConfig) -> DataSplits:
     if d.name == "digits":
         splits = data_mod.load_digits_splits(val_fraction=d.val_fraction,
                                              test_fraction=d.test_fraction, seed=d.split_seed)
+    elif d.name == "custom":
+        splits = data_mod.load_custom_splits(str(d.target), val_fraction=d.val_fraction,
+                                             test_fraction=d.test_fraction, seed=d.split_seed,
+                                             max_memory_mb=d.max_memory_mb)
     elif d.name == "mnist1d":
         splits = data_mod.load_mnist1d_splits(val_fraction=d.val_fraction, seed=d.split_seed,
                                               num_samples=d.num_samples)
