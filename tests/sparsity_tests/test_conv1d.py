@@ -149,3 +149,19 @@ def test_a_pruned_conv1d_model_exports_and_reloads(tmp_path, mnist1d: DataSplits
     for name in ("conv1", "conv2", "conv3"):
         assert torch.equal(loaded.get_submodule(name).weight != 0,
                            model.get_submodule(name).weight != 0), name
+
+
+def test_dass_macro_supernet_searches_conv1d_layers(mnist1d: DataSplits) -> None:
+    from sparsearch.ops import Candidate, MacroSupernet
+
+    backbone = cnn1d(mnist1d)
+    candidates = (Candidate("unstructured", sparsity=0.5), Candidate("nm", nm=(1, 4)))
+    names = ["conv2", "conv3"]
+    net = MacroSupernet(backbone, {n: candidates for n in names},
+                        example=mnist1d.train[0][:2])
+    x, y = mnist1d.train[0][:16], mnist1d.train[1][:16]
+    net.set_phase("search")
+    loss = F.cross_entropy(net(x), y) + net.expected_cost("density")
+    loss.backward()
+    assert all(a.grad is not None and a.grad.abs().sum() > 0 for a in net.arch_parameters())
+    assert all(s.grad is not None for s in net.score_parameters())
