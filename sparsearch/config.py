@@ -296,6 +296,12 @@ def validate(cfg: SparsearchConfig) -> SparsearchConfig:
         if not 0.0 < value < 0.5:
             raise ConfigError(f"data.{key} must be in (0, 0.5), got {value}")
     _one_of("model.kind", cfg.model.kind, ("mlp", "cnn", "cnn1d", "timm", "custom"))
+    if cfg.model.options and cfg.model.kind not in ("custom", "timm"):
+        raise ConfigError(f"model.options is for model.kind=custom or timm, not "
+                          f"{cfg.model.kind}: set model.kind or drop model.options")
+    if cfg.model.target and cfg.model.kind != "custom":
+        raise ConfigError(f"model.target is for model.kind=custom (model=custom), not "
+                          f"{cfg.model.kind}")
     if cfg.train.epochs < 1:
         raise ConfigError(f"train.epochs must be >= 1, got {cfg.train.epochs}")
     if cfg.train.lr <= 0:

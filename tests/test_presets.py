@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import optuna
 import pytest
 import torch
@@ -66,3 +68,20 @@ def test_a_model_that_cannot_take_the_data_is_one_line_exit_2(tmp_path) -> None:
                                " of data.name=digits: AssertionError: Input height (8) should "
                                "be divisible by patch size (16)"), lines[0]
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("+model.options.width=3", "model.options is for model.kind=custom or timm, not mlp"),
+    ("model.target=pkg:fn", "model.target is for model.kind=custom (model=custom), not mlp"),
+])
+def test_model_options_of_another_kind_are_refused(override: str, message: str) -> None:
+    from hydra import compose, initialize_config_module
+    from omegaconf import OmegaConf
+
+    from sparsearch.config import ConfigError, register_configs, validate
+
+    register_configs()
+    with initialize_config_module(config_module="sparsearch.conf", version_base="1.3"):
+        cfg = OmegaConf.to_object(compose(config_name="config", overrides=[override]))
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        validate(cfg)
