@@ -56,8 +56,11 @@ class DataConfig:
     num_samples: int | None = None
     # A user's data (name=custom): "package.module:function" returning torch Datasets.
     target: str | None = None
-    # Largest data set, in MB of float32 inputs, that is read into memory (name=custom).
+    # Largest data set, in MB of float32 inputs, read into memory (custom, imagefolder);
+    # a larger image folder streams from disk, a larger custom set is refused.
     max_memory_mb: float = 2048.0
+    # DataLoader worker processes of a streamed data set (0: read in the training process).
+    workers: int = 0
 
 
 @dataclass
@@ -287,6 +290,8 @@ def validate(cfg: SparsearchConfig) -> SparsearchConfig:
     if cfg.data.name == "custom" and not cfg.data.target:
         raise ConfigError("data.target must name a function returning torch Datasets for "
                           "data.name=custom, e.g. data.target=my_pkg.data:splits")
+    if cfg.data.workers < 0:
+        raise ConfigError(f"data.workers must be >= 0, got {cfg.data.workers}")
     if cfg.data.max_memory_mb <= 0:
         raise ConfigError(f"data.max_memory_mb must be > 0, got {cfg.data.max_memory_mb}")
     if cfg.data.num_samples is not None and cfg.data.num_samples < 100:

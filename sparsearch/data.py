@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.data import Dataset
 
-__all__ = ["DataSplits", "iterate_batches", "load_custom_splits", "load_digits_splits",
-           "load_mnist1d_splits"]
+__all__ = ["DataSplits", "ImageFiles", "StreamedInputs", "iterate_batches", "load_custom_splits",
+           "load_digits_splits", "load_mnist1d_splits"]
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,7 @@ class DataSplits:
 
     Attributes:
         train, val, test: (inputs, targets) pairs; inputs are float32, targets int64.
+            Inputs may be ``StreamedInputs`` (left on disk) where a data set is too large.
         in_shape: shape of one input sample, without the batch dimension.
         num_classes: number of classes.
         name: the dataset's name.
@@ -44,11 +47,9 @@ class DataSplits:
                           self.num_classes, self.name)
 
 
-def split_arrays(
-    inputs: np.ndarray, targets: np.ndarray, *, val_fraction: float, test_fraction: float,
-    seed: int, name: str,
-) -> DataSplits:
-    """Splits arrays into stratified train/val/test tensors, the same for the same seed."""
+def split_indices(targets: np.ndarray, *, val_fraction: float, test_fraction: float,
+                  seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Stratified, seeded (train, val, test) sample indices."""
     from sklearn.model_selection import train_test_split
 
     idx = np.arange(len(targets))
@@ -56,6 +57,16 @@ def split_arrays(
                                       stratify=targets)
     train_idx, val_idx = train_test_split(rest, test_size=val_fraction / (1.0 - test_fraction),
                                           random_state=seed, stratify=targets[rest])
+    return train_idx, val_idx, test_idx
+
+
+def split_arrays(
+    inputs: np.ndarray, targets: np.ndarray, *, val_fraction: float, test_fraction: float,
+    seed: int, name: str,
+) -> DataSplits:
+    """Splits arrays into stratified train/val/test tensors, the same for the same seed."""
+    train_idx, val_idx, test_idx = split_indices(targets, val_fraction=val_fraction,
+                                                 test_fraction=test_fraction, seed=seed)
 
     def pair(sel: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         return (torch.as_tensor(inputs[sel], dtype=torch.float32),
@@ -130,14 +141,63 @@ def load_digits_splits(*, val_fraction: float = 0.2, test_fraction: float = 0.2,
                         test_fraction=test_fraction, seed=seed, name="digits")
 
 
+class StreamedInputs:
+    """The inputs of a split left on disk: read batch by batch through a DataLoader.
+
+    Stands where an inputs tensor stands in a ``(inputs, targets)`` pair (the targets stay
+    in memory): ``len``, ``.to(device)``, a slice ``[:k]`` (the first k inputs, read now)
+    and ``iterate_batches``.
+
+    Args:
+        dataset: a map-style Dataset of ``(input tensor, label)``.
+        workers: DataLoader worker processes (0: read in this process).
+        device: where batches go; memory is pinned for a CUDA device.
+    """
+
+    def __init__(self, dataset: Dataset, *, workers: int = 0,
+                 device: torch.device | str = "cpu") -> None:
+        self.dataset = dataset
+        self.workers = workers
+        self.device = torch.device(device)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def to(self, device: torch.device | str) -> StreamedInputs:
+        return StreamedInputs(self.dataset, workers=self.workers, device=device)
+
+    def __getitem__(self, index: slice) -> torch.Tensor:
+        if not isinstance(index, slice):
+            raise TypeError("streamed inputs are read by slices ([:k]) or by iterate_batches")
+        rows = range(*index.indices(len(self.dataset)))
+        return torch.stack([torch.as_tensor(self.dataset[i][0]) for i in rows]).to(self.device)
+
+    def batches(self, order: torch.Tensor, targets: torch.Tensor, batch_size: int
+                ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        from torch.utils.data import DataLoader
+
+        loader = DataLoader(self.dataset, batch_size=batch_size, sampler=order.tolist(),
+                            num_workers=self.workers, pin_memory=self.device.type == "cuda")
+        for start, (inputs, _) in zip(range(0, len(order), batch_size), loader):
+            sel = order[start:start + batch_size].to(targets.device)
+            yield inputs.to(self.device, non_blocking=True), targets[sel]
+
+
 def iterate_batches(
     pair: tuple[torch.Tensor, torch.Tensor], batch_size: int, *,
     generator: torch.Generator | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yields mini-batches; shuffled when a generator is given."""
+    """Yields mini-batches; shuffled when a generator is given.
+
+    Streamed inputs (``StreamedInputs``) are read through a DataLoader in the same order as
+    in-memory ones, so the same seed trains the same way on either path.
+    """
     inputs, targets = pair
     n = len(targets)
     order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+    if isinstance(inputs, StreamedInputs):
+        yield from inputs.batches(order, targets, batch_size)
+        return
     order = order.to(inputs.device)
     for start in range(0, n, batch_size):
         sel = order[start:start + batch_size]
@@ -146,8 +206,6 @@ def iterate_batches(
 
 # Image datasets read from a local folder (CIFAR-10's python batches, class folders).
 # Nothing is downloaded: a missing or malformed folder is a ConfigError naming the path.
-
-from pathlib import Path  # noqa: E402  (appended section: the loaders of image folders)
 
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
 
@@ -238,19 +296,50 @@ def load_cifar10_splits(root: Path, *, val_fraction: float, test_fraction: float
                            val_fraction=val_fraction, seed=seed, name="cifar10")
 
 
+class ImageFiles(Dataset):
+    """Image files read on demand as RGB float tensors in [0, 1], resized when asked.
+
+    The same pixels as the in-memory image-folder path, so the two paths train alike.
+    """
+
+    def __init__(self, paths: list[Path], labels: np.ndarray, image_size: int | None) -> None:
+        self.paths = paths
+        self.labels = labels
+        self.image_size = image_size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return torch.from_numpy(_read_image(self.paths[i], self.image_size)), int(self.labels[i])
+
+
+def _read_image(path: Path, image_size: int | None) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        rgb = image.convert("RGB")
+        if image_size is not None:
+            rgb = rgb.resize((image_size, image_size), Image.Resampling.BILINEAR)
+        return np.asarray(rgb, dtype=np.float32).transpose(2, 0, 1) / 255.0
+
+
 def load_imagefolder_splits(root: Path, *, val_fraction: float, test_fraction: float,
                             seed: int, image_size: int | None = None,
-                            limit: int | None = None) -> DataSplits:
+                            limit: int | None = None, max_memory_mb: float | None = None,
+                            workers: int = 0) -> DataSplits:
     """Images in one folder per class (``root/<class>/<image>``), classes in sorted order.
 
     Images are read with PIL as RGB, scaled to [0, 1] and resized to ``image_size`` when
-    set; without it every image must have the same size.
+    set; without it every image must have the same size. When the float32 pixels would take
+    more than ``max_memory_mb``, the images stay on disk and every split streams them
+    (``StreamedInputs``, ``workers`` DataLoader processes); labels stay in memory.
 
     Raises:
         ConfigError: no class folders or images, an unreadable image, or mixed sizes
             without ``data.image_size``.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
 
     from sparsearch.config import ConfigError
 
@@ -265,17 +354,31 @@ def load_imagefolder_splits(root: Path, *, val_fraction: float, test_fraction: f
                           f"{len(files)} image(s)")
     targets = np.asarray([label for _, label in files], dtype=np.int64)
     index, targets = _subset(np.arange(len(files)), targets, limit=limit, seed=seed)
-    images = []
-    for i in index:
-        path = files[i][0]
+
+    def read(path: Path) -> np.ndarray:
         try:
-            with Image.open(path) as image:
-                rgb = image.convert("RGB")
-                if image_size is not None:
-                    rgb = rgb.resize((image_size, image_size), Image.Resampling.BILINEAR)
-                images.append(np.asarray(rgb, dtype=np.float32).transpose(2, 0, 1) / 255.0)
+            return _read_image(path, image_size)
         except (OSError, UnidentifiedImageError) as err:
             raise ConfigError(f"data.root: cannot read image {path} ({err})") from None
+
+    first = read(files[index[0]][0])
+    if max_memory_mb is not None and len(index) * first.nbytes > max_memory_mb * 2**20:
+        if image_size is None:
+            raise ConfigError(f"data.root {str(root)!r} is streamed (above data.max_memory_mb="
+                              f"{max_memory_mb}): set data.image_size so every image has one "
+                              f"size")
+        paths = [files[i][0] for i in index]
+        parts = split_indices(targets, val_fraction=val_fraction, test_fraction=test_fraction,
+                              seed=seed)
+
+        def streamed(sel: np.ndarray) -> tuple[StreamedInputs, torch.Tensor]:
+            subset = ImageFiles([paths[i] for i in sel], targets[sel], image_size)
+            return StreamedInputs(subset, workers=workers), torch.as_tensor(targets[sel])
+
+        train, val, test = (streamed(sel) for sel in parts)
+        return DataSplits(train, val, test, tuple(first.shape), int(targets.max()) + 1,
+                          "imagefolder")
+    images = [first] + [read(files[i][0]) for i in index[1:]]
     sizes = {img.shape for img in images}
     if len(sizes) > 1:
         raise ConfigError(f"data.root {str(root)!r}: images have different sizes "

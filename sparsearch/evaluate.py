@@ -163,5 +163,4 @@ def accuracy_on_test(model: nn.Module, data: DataSplits) -> float:
     from sparsearch.train import accuracy_and_loss
 
     device = next(model.parameters()).device
-    pair = (data.test[0].to(device), data.test[1].to(device))
-    return accuracy_and_loss(model, iterate_batches(pair, 1024))[0]
+    return accuracy_and_loss(model, iterate_batches(data.to(device).test, 1024))[0]

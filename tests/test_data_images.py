@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from sparsearch.config import ConfigError, DataConfig, SparsearchConfig
@@ -115,3 +116,51 @@ def test_load_data_dispatches_and_names_a_missing_root(tmp_path):
         load_data(missing)
     with pytest.raises(ConfigError, match="one folder of images per class"):
         load_imagefolder_splits(tmp_path / "imgs" / "cat", image_size=None, limit=None, **SPLIT)
+
+
+def test_a_folder_above_the_memory_cap_streams_and_trains_like_in_memory(tmp_path):
+    from sparsearch.data import StreamedInputs, iterate_batches
+    from sparsearch.evaluate import EvalContext, accuracy_on_test, evaluate
+    from sparsearch.spec import SubnetSpec
+
+    write_folder(tmp_path, per_class=20)
+    loaded = load_imagefolder_splits(tmp_path, image_size=8, limit=None, **SPLIT)
+    # 60 images of 3 x 8 x 8 float32 = 46 KB: above a 0.01 MB cap
+    streamed = load_imagefolder_splits(tmp_path, image_size=8, limit=None, max_memory_mb=0.01,
+                                       **SPLIT)
+    for name in ("train", "val", "test"):
+        inputs, targets = getattr(streamed, name)
+        assert isinstance(inputs, StreamedInputs)
+        assert torch.equal(targets, getattr(loaded, name)[1])
+        assert torch.equal(inputs[:3], getattr(loaded, name)[0][:3])
+    generator = torch.Generator().manual_seed(4)
+    first = next(iterate_batches(streamed.train, 16, generator=generator))
+    in_memory = next(iterate_batches(loaded.train, 16,
+                                     generator=torch.Generator().manual_seed(4)))
+    assert torch.equal(first[0], in_memory[0]) and torch.equal(first[1], in_memory[1])
+    # one trial on each path: the same seed trains the same subnet
+    spec = SubnetSpec(pattern="unstructured", sparsity=0.5, recipe="one_shot")
+    results = []
+    for splits in (loaded, streamed):
+        ctx = EvalContext(data=splits, model={"kind": "cnn", "channels": [4, 8, 8]},
+                          train={"epochs": 2, "lr": 1e-2, "weight_decay": 0.0,
+                                 "optimizer": "adam", "batch_size": 16})
+        result, model = evaluate(spec, ctx)
+        assert result.status == "complete", result.reason
+        results.append((result.metrics["accuracy"], result.metrics["loss"],
+                        accuracy_on_test(model, splits)))
+    assert results[0] == pytest.approx(results[1])
+
+
+def test_streamed_batches_read_by_worker_processes_are_the_same(tmp_path):
+    from sparsearch.data import iterate_batches
+
+    write_folder(tmp_path, per_class=8)
+    one = load_imagefolder_splits(tmp_path, image_size=8, limit=None, max_memory_mb=0.001,
+                                  **SPLIT)
+    two = load_imagefolder_splits(tmp_path, image_size=8, limit=None, max_memory_mb=0.001,
+                                  workers=2, **SPLIT)
+    a = list(iterate_batches(one.train, 5, generator=torch.Generator().manual_seed(0)))
+    b = list(iterate_batches(two.train, 5, generator=torch.Generator().manual_seed(0)))
+    assert len(a) == len(b) == 3
+    assert all(torch.equal(x[0], y[0]) and torch.equal(x[1], y[1]) for x, y in zip(a, b))
