@@ -61,6 +61,8 @@ class DataConfig:
     max_memory_mb: float = 2048.0
     # DataLoader worker processes of a streamed data set (0: read in the training process).
     workers: int = 0
+    # Train on timm's standard training augmentation (imagefolder; streams the train split).
+    augment: bool = False
 
 
 @dataclass
@@ -290,6 +292,9 @@ def validate(cfg: SparsearchConfig) -> SparsearchConfig:
     if cfg.data.name == "custom" and not cfg.data.target:
         raise ConfigError("data.target must name a function returning torch Datasets for "
                           "data.name=custom, e.g. data.target=my_pkg.data:splits")
+    if cfg.data.augment and cfg.data.name != "imagefolder":
+        raise ConfigError(f"not supported: data.augment for data.name={cfg.data.name}; "
+                          f"allowed: imagefolder")
     if cfg.data.workers < 0:
         raise ConfigError(f"data.workers must be >= 0, got {cfg.data.workers}")
     if cfg.data.max_memory_mb <= 0:

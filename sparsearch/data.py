@@ -299,19 +299,37 @@ def load_cifar10_splits(root: Path, *, val_fraction: float, test_fraction: float
 class ImageFiles(Dataset):
     """Image files read on demand as RGB float tensors in [0, 1], resized when asked.
 
-    The same pixels as the in-memory image-folder path, so the two paths train alike.
+    Without ``augment``, the same pixels as the in-memory image-folder path, so the two
+    paths train alike. With it, timm's standard training transform
+    (``timm.data.create_transform(is_training=True)``: random resized crop, horizontal flip,
+    colour jitter), kept in [0, 1] (mean 0, std 1) like the plain path.
     """
 
-    def __init__(self, paths: list[Path], labels: np.ndarray, image_size: int | None) -> None:
+    def __init__(self, paths: list[Path], labels: np.ndarray, image_size: int | None, *,
+                 augment: bool = False) -> None:
         self.paths = paths
         self.labels = labels
         self.image_size = image_size
+        self.transform = None
+        if augment:
+            from timm.data import create_transform
+
+            self.transform = create_transform(input_size=(3, image_size, image_size),
+                                              is_training=True, mean=(0.0, 0.0, 0.0),
+                                              std=(1.0, 1.0, 1.0))
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return torch.from_numpy(_read_image(self.paths[i], self.image_size)), int(self.labels[i])
+        if self.transform is None:
+            pixels = torch.from_numpy(_read_image(self.paths[i], self.image_size))
+        else:
+            from PIL import Image
+
+            with Image.open(self.paths[i]) as image:
+                pixels = self.transform(image.convert("RGB"))
+        return pixels, int(self.labels[i])
 
 
 def _read_image(path: Path, image_size: int | None) -> np.ndarray:
@@ -327,13 +345,15 @@ def _read_image(path: Path, image_size: int | None) -> np.ndarray:
 def load_imagefolder_splits(root: Path, *, val_fraction: float, test_fraction: float,
                             seed: int, image_size: int | None = None,
                             limit: int | None = None, max_memory_mb: float | None = None,
-                            workers: int = 0) -> DataSplits:
+                            workers: int = 0, augment: bool = False) -> DataSplits:
     """Images in one folder per class (``root/<class>/<image>``), classes in sorted order.
 
     Images are read with PIL as RGB, scaled to [0, 1] and resized to ``image_size`` when
     set; without it every image must have the same size. When the float32 pixels would take
     more than ``max_memory_mb``, the images stay on disk and every split streams them
-    (``StreamedInputs``, ``workers`` DataLoader processes); labels stay in memory.
+    (``StreamedInputs``, ``workers`` DataLoader processes); labels stay in memory. With
+    ``augment`` the training split always streams, through timm's training transform (a
+    fresh random view of every image each epoch); val and test stay plain.
 
     Raises:
         ConfigError: no class folders or images, an unreadable image, or mixed sizes
@@ -362,22 +382,27 @@ def load_imagefolder_splits(root: Path, *, val_fraction: float, test_fraction: f
             raise ConfigError(f"data.root: cannot read image {path} ({err})") from None
 
     first = read(files[index[0]][0])
-    if max_memory_mb is not None and len(index) * first.nbytes > max_memory_mb * 2**20:
-        if image_size is None:
-            raise ConfigError(f"data.root {str(root)!r} is streamed (above data.max_memory_mb="
-                              f"{max_memory_mb}): set data.image_size so every image has one "
-                              f"size")
+    too_large = max_memory_mb is not None and len(index) * first.nbytes > max_memory_mb * 2**20
+    if (too_large or augment) and image_size is None:
+        why = ("data.augment is true" if augment else
+               f"it is streamed (above data.max_memory_mb={max_memory_mb})")
+        raise ConfigError(f"data.root {str(root)!r}: {why}, so data.image_size must be set")
+    if too_large or augment:
         paths = [files[i][0] for i in index]
         parts = split_indices(targets, val_fraction=val_fraction, test_fraction=test_fraction,
                               seed=seed)
 
-        def streamed(sel: np.ndarray) -> tuple[StreamedInputs, torch.Tensor]:
-            subset = ImageFiles([paths[i] for i in sel], targets[sel], image_size)
-            return StreamedInputs(subset, workers=workers), torch.as_tensor(targets[sel])
+        def streamed(sel: np.ndarray, *, train: bool) -> tuple[object, torch.Tensor]:
+            labels = torch.as_tensor(targets[sel])
+            if not too_large and not train:
+                return torch.from_numpy(np.stack([read(paths[i]) for i in sel])), labels
+            subset = ImageFiles([paths[i] for i in sel], targets[sel], image_size,
+                                augment=augment and train)
+            return StreamedInputs(subset, workers=workers), labels
 
-        train, val, test = (streamed(sel) for sel in parts)
-        return DataSplits(train, val, test, tuple(first.shape), int(targets.max()) + 1,
-                          "imagefolder")
+        return DataSplits(streamed(parts[0], train=True), streamed(parts[1], train=False),
+                          streamed(parts[2], train=False), tuple(first.shape),
+                          int(targets.max()) + 1, "imagefolder")
     images = [first] + [read(files[i][0]) for i in index[1:]]
     sizes = {img.shape for img in images}
     if len(sizes) > 1:

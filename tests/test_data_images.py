@@ -164,3 +164,34 @@ def test_streamed_batches_read_by_worker_processes_are_the_same(tmp_path):
     b = list(iterate_batches(two.train, 5, generator=torch.Generator().manual_seed(0)))
     assert len(a) == len(b) == 3
     assert all(torch.equal(x[0], y[0]) and torch.equal(x[1], y[1]) for x, y in zip(a, b))
+
+
+def test_augment_streams_train_through_timms_transform_and_keeps_val_test_plain(tmp_path):
+    from sparsearch.data import StreamedInputs
+    from sparsearch.evaluate import EvalContext, evaluate
+    from sparsearch.spec import SubnetSpec
+
+    write_folder(tmp_path, per_class=10)
+    plain = load_imagefolder_splits(tmp_path, image_size=8, limit=None, **SPLIT)
+    augmented = load_imagefolder_splits(tmp_path, image_size=8, limit=None, augment=True,
+                                        **SPLIT)
+    inputs, targets = augmented.train
+    assert isinstance(inputs, StreamedInputs) and torch.equal(targets, plain.train[1])
+    assert torch.equal(augmented.val[0], plain.val[0])
+    assert torch.equal(augmented.test[0], plain.test[0])
+    torch.manual_seed(0)
+    views = [inputs.dataset[0][0] for _ in range(3)]
+    assert all(v.shape == (3, 8, 8) and 0.0 <= float(v.min()) and float(v.max()) <= 1.0
+               for v in views)
+    assert not torch.equal(views[0], views[1])  # a fresh random view on every read
+    ctx = EvalContext(data=augmented, model={"kind": "cnn", "channels": [4, 8, 8]},
+                      train={"epochs": 1, "lr": 1e-2, "weight_decay": 0.0,
+                             "optimizer": "adam", "batch_size": 8})
+    result, _ = evaluate(SubnetSpec(pattern="unstructured", sparsity=0.5), ctx)
+    assert result.status == "complete", result.reason
+
+
+def test_augment_needs_an_image_size(tmp_path):
+    write_folder(tmp_path)
+    with pytest.raises(ConfigError, match="data.augment is true, so data.image_size must be set"):
+        load_imagefolder_splits(tmp_path, image_size=None, limit=None, augment=True, **SPLIT)

@@ -74,7 +74,8 @@ def load_data(cfg: SparsearchConfig) -> DataSplits:
             raise ConfigError(f"data.root must be set for data.name={d.name}")
         if not Path(d.root).expanduser().exists():
             raise ConfigError(f"data.root {d.root!r} does not exist")
-        streaming = ({"max_memory_mb": d.max_memory_mb, "workers": d.workers}
+        streaming = ({"max_memory_mb": d.max_memory_mb, "workers": d.workers,
+                      "augment": d.augment}
                      if d.name == "imagefolder" else {})
         splits = loader(Path(d.root).expanduser(), val_fraction=d.val_fraction,
                         test_fraction=d.test_fraction, seed=d.split_seed,
