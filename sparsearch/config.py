@@ -256,7 +256,6 @@ def register_configs() -> None:
 
 
 METRICS = ("accuracy", "loss", "density", "nnz", "flops", "latency_ms", "train_s")
-STRATEGIES = ("random", "tpe", "nsga2", "dass")
 # Objectives whose hypervolume bound cannot come from the dense baseline.
 NO_DEFAULT_REFERENCE = ("train_s",)
 
@@ -287,8 +286,12 @@ def validate(cfg: SparsearchConfig) -> SparsearchConfig:
     Raises:
         ConfigError: the first bad field, in one line.
     """
-    _one_of("data.name", cfg.data.name, ("digits", "mnist1d", "cifar10", "imagefolder",
-                                         "custom"))
+    from sparsearch.data import DATASETS
+    from sparsearch.models import MODELS
+    from sparsearch.runners import RUNNERS
+    from sparsearch.search.strategies import STRATEGIES
+
+    DATASETS.check(cfg.data.name)
     if cfg.data.name == "custom" and not cfg.data.target:
         raise ConfigError("data.target must name a function returning torch Datasets for "
                           "data.name=custom, e.g. data.target=my_pkg.data:splits")
@@ -305,7 +308,7 @@ def validate(cfg: SparsearchConfig) -> SparsearchConfig:
         value = getattr(cfg.data, key)
         if not 0.0 < value < 0.5:
             raise ConfigError(f"data.{key} must be in (0, 0.5), got {value}")
-    _one_of("model.kind", cfg.model.kind, ("mlp", "cnn", "cnn1d", "timm", "custom"))
+    MODELS.check(cfg.model.kind)
     if cfg.model.options and cfg.model.kind not in ("custom", "timm"):
         raise ConfigError(f"model.options is for model.kind=custom or timm, not "
                           f"{cfg.model.kind}: set model.kind or drop model.options")
@@ -320,9 +323,9 @@ def validate(cfg: SparsearchConfig) -> SparsearchConfig:
         raise ConfigError(f"train.batch_size must be >= 1, got {cfg.train.batch_size}")
     _one_of("train.optimizer", cfg.train.optimizer, ("adam", "sgd"))
     _one_of("train.device", cfg.train.device, ("cpu", "cuda", "auto"))
-    _one_of("search.strategy", cfg.search.strategy, STRATEGIES)
+    STRATEGIES.check(cfg.search.strategy)
     for strategy in cfg.search.compare:
-        _one_of("search.compare item", strategy, STRATEGIES)
+        _one_of("search.compare item", strategy, STRATEGIES.names())
     if cfg.search.n_trials is None and cfg.search.timeout_s is None:
         raise ConfigError("search.n_trials and search.timeout_s are both null: set a budget")
     if cfg.search.n_trials is not None and cfg.search.n_trials < 1:
@@ -350,7 +353,7 @@ def validate(cfg: SparsearchConfig) -> SparsearchConfig:
     if not cfg.search.dass.lambdas or any(v < 0 for v in cfg.search.dass.lambdas):
         raise ConfigError(f"search.dass.lambdas must be a non-empty list of values >= 0, "
                           f"got {list(cfg.search.dass.lambdas)}")
-    _one_of("runner.kind", cfg.runner.kind, ("local", "ray"))
+    _one_of("runner.kind", cfg.runner.kind, RUNNERS.names())
     for key, amount in cfg.runner.resources_per_trial.items():
         _one_of("runner.resources_per_trial key", key, ("cpu", "gpu"))
         if amount < 0:

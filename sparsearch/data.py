@@ -8,16 +8,22 @@ test split keeps it, and val is carved out of its training part.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sized
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-__all__ = ["DataSplits", "ImageFiles", "StreamedInputs", "iterate_batches", "load_custom_splits",
-           "load_digits_splits", "load_mnist1d_splits"]
+from sparsearch.catalogue import Catalogue
+
+__all__ = ["DATASETS", "DataSplits", "ImageFiles", "StreamedInputs", "iterate_batches",
+           "load_custom_splits", "load_digits_splits", "load_mnist1d_splits"]
+
+# (inputs, targets) of one split; inputs may stay on disk (StreamedInputs), targets never do.
+Pair = tuple["torch.Tensor | StreamedInputs", torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -32,15 +38,15 @@ class DataSplits:
         name: the dataset's name.
     """
 
-    train: tuple[torch.Tensor, torch.Tensor]
-    val: tuple[torch.Tensor, torch.Tensor]
-    test: tuple[torch.Tensor, torch.Tensor]
+    train: Pair
+    val: Pair
+    test: Pair
     in_shape: tuple[int, ...]
     num_classes: int
     name: str
 
     def to(self, device: torch.device | str) -> DataSplits:
-        def move(pair: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        def move(pair: Pair) -> Pair:
             return pair[0].to(device), pair[1].to(device)
 
         return DataSplits(move(self.train), move(self.val), move(self.test), self.in_shape,
@@ -161,7 +167,7 @@ class StreamedInputs:
         self.device = torch.device(device)
 
     def __len__(self) -> int:
-        return len(self.dataset)
+        return len(cast(Sized, self.dataset))
 
     def to(self, device: torch.device | str) -> StreamedInputs:
         return StreamedInputs(self.dataset, workers=self.workers, device=device)
@@ -169,7 +175,7 @@ class StreamedInputs:
     def __getitem__(self, index: slice) -> torch.Tensor:
         if not isinstance(index, slice):
             raise TypeError("streamed inputs are read by slices ([:k]) or by iterate_batches")
-        rows = range(*index.indices(len(self.dataset)))
+        rows = range(*index.indices(len(self)))
         return torch.stack([torch.as_tensor(self.dataset[i][0]) for i in rows]).to(self.device)
 
     def batches(self, order: torch.Tensor, targets: torch.Tensor, batch_size: int
@@ -184,7 +190,7 @@ class StreamedInputs:
 
 
 def iterate_batches(
-    pair: tuple[torch.Tensor, torch.Tensor], batch_size: int, *,
+    pair: Pair, batch_size: int, *,
     generator: torch.Generator | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yields mini-batches; shuffled when a generator is given.
@@ -314,6 +320,8 @@ class ImageFiles(Dataset):
         if augment:
             from timm.data import create_transform
 
+            if image_size is None:
+                raise ValueError("augmented images need an image_size")
             self.transform = create_transform(input_size=(3, image_size, image_size),
                                               is_training=True, mean=(0.0, 0.0, 0.0),
                                               std=(1.0, 1.0, 1.0))
@@ -392,7 +400,8 @@ def load_imagefolder_splits(root: Path, *, val_fraction: float, test_fraction: f
         parts = split_indices(targets, val_fraction=val_fraction, test_fraction=test_fraction,
                               seed=seed)
 
-        def streamed(sel: np.ndarray, *, train: bool) -> tuple[object, torch.Tensor]:
+        def streamed(sel: np.ndarray, *, train: bool
+                     ) -> Pair:
             labels = torch.as_tensor(targets[sel])
             if not too_large and not train:
                 return torch.from_numpy(np.stack([read(paths[i]) for i in sel])), labels
@@ -415,7 +424,7 @@ def load_imagefolder_splits(root: Path, *, val_fraction: float, test_fraction: f
 # A user's own data: a function returning torch Datasets, read into memory under a cap.
 
 
-def _dataset_arrays(dataset: object, *, key: str) -> tuple[np.ndarray, np.ndarray]:
+def _dataset_arrays(dataset: Dataset, *, key: str) -> tuple[np.ndarray, np.ndarray]:
     """(inputs, targets) of a map-style Dataset of (input tensor, int label) pairs."""
     from torch.utils.data import DataLoader
 
@@ -488,3 +497,12 @@ def load_custom_splits(target: str, *, val_fraction: float, test_fraction: float
     num_classes = int(max(train[1].max(), val[1].max(), test[1].max())) + 1
     return DataSplits(pair(*train), pair(*val), pair(*test), tuple(train[0].shape[1:]),
                       num_classes, name)
+
+
+# Every ``load_<name>_splits`` function above is the data set ``<name>`` (``data.name``):
+# the function's name is the one place a data set's name is written. A loader whose first
+# parameter is ``root`` reads files from ``data.root``; the others make their data.
+DATASETS: Catalogue[Callable[..., DataSplits]] = Catalogue("data set", field="data.name")
+for _name, _loader in list(globals().items()):
+    if _name.startswith("load_") and _name.endswith("_splits") and callable(_loader):
+        DATASETS.register(_name[len("load_"):-len("_splits")], _loader)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,7 @@ def resolve_target(target: str, *, key: str = "model.target") -> Callable[..., A
     except ImportError as err:
         raise ValueError(f"{key} {target!r}: cannot import {module_name!r} ({err})") \
             from None
-    factory = module
+    factory: Any = module
     for part in attr.split("."):
         factory = getattr(factory, part, None)
         if factory is None:
@@ -65,6 +65,7 @@ def custom_model(*, in_shape: tuple[int, ...], num_classes: int, target: str | N
                          "e.g. model.target=my_pkg.nets:build")
     factory = resolve_target(target)
     kwargs = dict(options or {})
+    params: Mapping[str, inspect.Parameter]
     try:
         params = inspect.signature(factory).parameters
     except (TypeError, ValueError):

@@ -52,35 +52,27 @@ class SearchSetup:
 
 def load_data(cfg: SparsearchConfig) -> DataSplits:
     """Loads the configured dataset with its fixed split."""
-    from sparsearch import data as data_mod
+    import inspect
+
+    from sparsearch.data import DATASETS
 
     d = cfg.data
-    if d.name == "digits":
-        splits = data_mod.load_digits_splits(val_fraction=d.val_fraction,
-                                             test_fraction=d.test_fraction, seed=d.split_seed)
-    elif d.name == "custom":
-        splits = data_mod.load_custom_splits(str(d.target), val_fraction=d.val_fraction,
-                                             test_fraction=d.test_fraction, seed=d.split_seed,
-                                             max_memory_mb=d.max_memory_mb)
-    elif d.name == "mnist1d":
-        splits = data_mod.load_mnist1d_splits(val_fraction=d.val_fraction, seed=d.split_seed,
-                                              num_samples=d.num_samples)
-    else:
-        loader = getattr(data_mod, f"load_{d.name}_splits", None)
-        if loader is None:
-            raise ConfigError(f"not supported: data.name={d.name} in this version; "
-                              f"allowed: digits, cifar10, imagefolder")
-        if not d.root:
-            raise ConfigError(f"data.root must be set for data.name={d.name}")
-        if not Path(d.root).expanduser().exists():
-            raise ConfigError(f"data.root {d.root!r} does not exist")
-        streaming = ({"max_memory_mb": d.max_memory_mb, "workers": d.workers,
-                      "augment": d.augment}
-                     if d.name == "imagefolder" else {})
-        splits = loader(Path(d.root).expanduser(), val_fraction=d.val_fraction,
-                        test_fraction=d.test_fraction, seed=d.split_seed,
-                        image_size=d.image_size, limit=d.limit, **streaming)
-    return splits
+    loader = DATASETS.get(d.name)
+    params = inspect.signature(loader).parameters
+    # What the loader takes of the settings (a generated set has no image size, a user's
+    # own no root, only an image folder streams).
+    settings = {"val_fraction": d.val_fraction, "test_fraction": d.test_fraction,
+                "seed": d.split_seed, "image_size": d.image_size, "limit": d.limit,
+                "num_samples": d.num_samples, "target": d.target,
+                "max_memory_mb": d.max_memory_mb, "workers": d.workers, "augment": d.augment}
+    common = {k: v for k, v in settings.items() if k in params}
+    if "root" not in params:
+        return loader(**common)
+    if not d.root:
+        raise ConfigError(f"data.root must be set for data.name={d.name}")
+    if not Path(d.root).expanduser().exists():
+        raise ConfigError(f"data.root {d.root!r} does not exist")
+    return loader(Path(d.root).expanduser(), **common)
 
 
 def _model_options(cfg: SparsearchConfig) -> dict[str, object]:
@@ -92,12 +84,15 @@ def _model_options(cfg: SparsearchConfig) -> dict[str, object]:
         options = {"kind": m.kind, "channels": list(m.channels)}
     elif m.kind == "custom":
         options = {"kind": "custom", "target": m.target, "options": dict(m.options)}
-    else:
+    elif m.kind == "timm":
         options = {"kind": "timm", "name": m.name}
         if m.img_size is not None:
             options["img_size"] = m.img_size
         if m.options:
             options["options"] = dict(m.options)
+    else:
+        # A model of the catalogue without options in the config (a plug-in's own).
+        options = {"kind": m.kind}
     if m.checkpoint:
         path = Path(m.checkpoint).expanduser()
         if not path.is_file():
@@ -162,6 +157,10 @@ def prepare_search(cfg: SparsearchConfig, run_dir: Path) -> SearchSetup:
         model = build_model(ctx)
     except ValueError as err:
         raise ConfigError(str(err)) from None
+    except TypeError as err:
+        # A factory that needs options the config does not give (darts_cell's genotype).
+        raise ConfigError(f"not supported: model.kind={cfg.model.kind} from the config "
+                          f"({err})") from None
     check_input_shape(model, data, name=_model_name(cfg))
     space.check_layers(prunable_layers(model))
     study_name = cfg.search.study_name or cfg.name
