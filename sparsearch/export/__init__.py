@@ -17,7 +17,7 @@ prints the per-layer kernel table.
 
 from sparsearch.export._detect import detect_format
 from sparsearch.export._latency import measure_latency_ms, with_sparse_kernels
-from sparsearch.export._layers import SparseConv2d, SparseLinear, batch_class
+from sparsearch.export._layers import KernelConv2d, KernelLinear, batch_class
 from sparsearch.export._load import load
 from sparsearch.export._manifest import ExportError, read_manifest
 from sparsearch.export._mlflow import RegisteredExport, load_registered, log_export
@@ -27,8 +27,8 @@ from sparsearch.export._table import kernel_table
 __all__ = [
     "ExportError",
     "RegisteredExport",
-    "SparseConv2d",
-    "SparseLinear",
+    "KernelConv2d",
+    "KernelLinear",
     "batch_class",
     "detect_format",
     "kernel_table",

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from sparsearch.export._layers import SparseConv2d, SparseLinear
+from sparsearch.export._layers import KernelConv2d, KernelLinear
 from sparsearch.export._plan import plan_model, strip_parametrizations, swap_layers, tune_plan
 from sparsearch.export._tuning import DEFAULT_BATCH_SIZES, time_ms
 
@@ -56,7 +56,7 @@ def with_sparse_kernels(model: nn.Module, *, example_input: torch.Tensor | None 
 
 
 def _has_sparse_layers(model: nn.Module) -> bool:
-    return any(isinstance(m, (SparseLinear, SparseConv2d)) for m in model.modules())
+    return any(isinstance(m, (KernelLinear, KernelConv2d)) for m in model.modules())
 
 
 def measure_latency_ms(model: nn.Module, example_input: torch.Tensor, *,
