@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from sparsearch.export._layers import KernelConv2d, KernelLinear
+from sparsearch.export._model_check import check_whole_model
 from sparsearch.export._plan import plan_model, strip_parametrizations, swap_layers, tune_plan
 from sparsearch.export._tuning import DEFAULT_BATCH_SIZES, time_ms
 
@@ -35,7 +36,7 @@ def with_sparse_kernels(model: nn.Module, *, example_input: torch.Tensor | None 
         device: where to measure and run (default: the model's device).
         batch_sizes: batch-size classes to measure.
         min_run_time_s: timing budget per kernel and class.
-        rounds: measurements per contending kernel (minimum kept).
+        rounds: interleaved timing rounds per contending kernel (median kept).
         min_speedup: how much faster than dense a sparse kernel must be to be chosen.
 
     Returns:
@@ -51,6 +52,8 @@ def with_sparse_kernels(model: nn.Module, *, example_input: torch.Tensor | None 
     tune_plan(plan, device=device, dtype=dtype, batch_sizes=batch_sizes,
               min_run_time_s=min_run_time_s, rounds=rounds, min_speedup=min_speedup)
     copied.to(device)
+    check_whole_model(copied, plan, device=device, dtype=dtype, batch_sizes=batch_sizes,
+                      min_run_time_s=min_run_time_s, rounds=rounds)
     swap_layers(copied, plan, device=device, dtype=dtype, batch_sizes=batch_sizes)
     return copied.eval()
 
