@@ -20,6 +20,7 @@ import safetensors.torch
 import torch
 from torch import nn
 
+from sparsearch.export._channels import resize_layers
 from sparsearch.export._layers import layer_geometry
 from sparsearch.export._manifest import ExportError, file_sha256, read_manifest
 from sparsearch.export._model_check import check_whole_model
@@ -78,6 +79,7 @@ def rebuilt_model(manifest: dict[str, Any], plan: ModelPlan) -> nn.Module | None
         model = _rebuild(manifest)
     except ExportError:
         return None
+    resize_layers(model, manifest.get("channels", {}).get("shapes", {}))
     _load_state(model, plan)
     return model
 
@@ -169,6 +171,7 @@ def load(path: str | Path, device: str | torch.device = "cpu", model: nn.Module 
     if model is None:
         model = _rebuild(manifest)
     strip_parametrizations(model)
+    resize_layers(model, manifest.get("channels", {}).get("shapes", {}))
     _load_state(model, plan)
     dtype = dtype or getattr(torch, manifest.get("dtype", "float32"))
     model.to(device=device, dtype=dtype)

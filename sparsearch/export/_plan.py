@@ -23,7 +23,8 @@ from sparsearch.export._layers import RouteUnavailable, build_layer, layer_geome
 from sparsearch.export._tuning import LayerTiming, tune_layer
 from sparsearch.kernels import SparseWeight
 
-__all__ = ["LayerPlan", "ModelPlan", "effective_state_dict", "plan_model", "strip_parametrizations",
+__all__ = ["LayerPlan", "ModelPlan", "effective_state_dict", "example_for", "plan_model",
+           "strip_parametrizations",
            "swap_layers", "tune_plan"]
 
 log = logging.getLogger("sparsearch.export")
@@ -112,7 +113,7 @@ def strip_parametrizations(model: nn.Module) -> None:
             module.register_parameter(name, nn.Parameter(value, requires_grad=False))
 
 
-def _example_for(model: nn.Module, example_input: torch.Tensor | None) -> torch.Tensor | None:
+def example_for(model: nn.Module, example_input: torch.Tensor | None) -> torch.Tensor | None:
     """A batch-1 input for the model: the caller's, or one from ``sparsearch_build``."""
     if example_input is not None:
         return example_input[:1]
@@ -169,7 +170,7 @@ def plan_model(model: nn.Module, *, example_input: torch.Tensor | None = None,
     """
     candidates = {name: m for name, m in model.named_modules()
                   if name and layer_geometry(m) is not None}
-    example = _example_for(model, example_input)
+    example = example_for(model, example_input)
     shapes = _record_input_shapes(model, candidates, example) if example is not None else None
     state = effective_state_dict(model)
     layers: dict[str, LayerPlan] = {}

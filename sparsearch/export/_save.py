@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -15,6 +16,7 @@ import safetensors.torch
 import torch
 from torch import nn
 
+from sparsearch.export._channels import prune_channels
 from sparsearch.export._manifest import (
     FORMAT_VERSION,
     MANIFEST,
@@ -23,7 +25,13 @@ from sparsearch.export._manifest import (
     tensors_sha256,
 )
 from sparsearch.export._model_check import check_whole_model
-from sparsearch.export._plan import ModelPlan, plan_model, tune_plan
+from sparsearch.export._plan import (
+    ModelPlan,
+    example_for,
+    plan_model,
+    strip_parametrizations,
+    tune_plan,
+)
 from sparsearch.export._tuning import DEFAULT_BATCH_SIZES, machine_fingerprint
 from sparsearch.spec import SubnetSpec, parse_block
 
@@ -143,8 +151,13 @@ def save(model: nn.Module, spec: SubnetSpec | dict[str, Any] | None, path: str |
     block_hint = None
     if spec_json and spec_json.get("pattern") == "block" and spec_json.get("block"):
         block_hint = parse_block(spec_json["block"])
-    plan = plan_model(model, example_input=example_input, block_hint=block_hint)
     model_device, dtype = _device_and_dtype(model)
+    source = copy.deepcopy(model)
+    strip_parametrizations(source)
+    example = example_for(source, example_input)
+    source, channels = prune_channels(source.eval(), None if example is None else
+                                      example.to(device=model_device, dtype=dtype))
+    plan = plan_model(source, example_input=example_input, block_hint=block_hint)
     device = torch.device(device) if device is not None else model_device
     manifest: dict[str, Any] = {
         "sparsearch_export": FORMAT_VERSION,
@@ -156,12 +169,13 @@ def save(model: nn.Module, spec: SubnetSpec | dict[str, Any] | None, path: str |
         "input_shape": list(plan.input_shape) if plan.input_shape is not None else None,
         "dtype": str(dtype).removeprefix("torch."),
         "batch_sizes": sorted(batch_sizes),
+        "channels": channels,
         "dispatch": {},
     }
     if tune:
         tune_plan(plan, device=device, dtype=dtype, batch_sizes=batch_sizes,
                   min_run_time_s=min_run_time_s, rounds=rounds, min_speedup=min_speedup)
-        check = check_whole_model(model, plan, device=device, dtype=dtype,
+        check = check_whole_model(source, plan, device=device, dtype=dtype,
                                   batch_sizes=batch_sizes, min_run_time_s=min_run_time_s,
                                   rounds=rounds)
         manifest["dispatch"][device.type] = dispatch_record(plan, device=device, dtype=dtype,
