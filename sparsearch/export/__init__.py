@@ -4,7 +4,9 @@
 layer in the format its zeros call for: dense, CSR, BSR, N:M values + positions, 2:4 with
 CUTLASS metadata; everything else under its ``state_dict`` name) and ``manifest.json``
 (the SubnetSpec, how to rebuild the model, per-layer format and kernel per batch-size
-class, measured speedups, checksums). No pickle.
+class, measured speedups, checksums). Output channels a mask zeroed whole are removed
+with the next layer's matching inputs, so channel sparsity is served as smaller dense
+layers. No pickle.
 
 ``load(path, device)`` rebuilds the model (from ``sparsearch_build``, or the ``model=`` you
 pass) with its Linear/Conv2d layers on the kernels measured fastest for each batch-size

@@ -63,6 +63,10 @@ def test_mlp_channels_become_smaller_layers_with_equal_outputs(tmp_path):
     assert channels["pruned"]["fc2"] == {"channels": [80, 40], "consumer": "head"}
     assert manifest["layers"]["fc2"]["shape"] == [40, 48]
     assert manifest["layers"]["fc2"]["format"] == "dense"  # no zeros left to store
+    assert manifest["sparsearch_export"] == 2  # older readers refuse it instead of misreading
+    check = manifest["dispatch"]["cpu"]["model_check"]
+    assert sorted(check, key=int) == ["1", "32", "256"]
+    assert all(entry["kept"] in ("export", "dense") for entry in check.values())
     loaded = load(path)
     assert loaded.fc1.out_features == 48 and loaded.head.in_features == 40
     x = torch.randn(7, 64)
