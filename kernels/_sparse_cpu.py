@@ -69,12 +69,13 @@ class BsrCpuKernel(_CppKernel):
                 or (col.numel() and not 0 <= int(col.min()) <= int(col.max()) < weight.shape[1] // bw)):
             raise KernelUnavailable("block indices do not fit the weight's shape")
         values_t = t["values"].float().reshape(-1, bh, bw).transpose(1, 2).contiguous()
-        return {"values_t": values_t, "crow": crow.contiguous(), "col": col.contiguous()}
+        return {"values_t": values_t, "crow": crow.contiguous(), "col": col.contiguous(),
+                "in_features": weight.shape[1]}
 
     def linear(self, operands: Operands, x: torch.Tensor,
                bias: torch.Tensor | None = None) -> torch.Tensor:
         y = torch.ops.sparsearch_sparse.bsr_linear(x, operands["values_t"], operands["crow"],
-                                                   operands["col"])
+                                                   operands["col"], operands["in_features"])
         return y if bias is None else y + bias
 
 

@@ -133,7 +133,7 @@ int64_t grain_for(int64_t work_per_item) {
 }
 
 at::Tensor bsr_linear(const at::Tensor& x, const at::Tensor& values_t, const at::Tensor& crow,
-                      const at::Tensor& col) {
+                      const at::Tensor& col, int64_t in_features) {
   TORCH_CHECK(x.dim() == 2 && x.scalar_type() == at::kFloat && x.device().is_cpu(),
               "bsr_linear: x must be a 2-D fp32 CPU tensor");
   TORCH_CHECK(values_t.dim() == 3 && values_t.scalar_type() == at::kFloat,
@@ -144,6 +144,8 @@ at::Tensor bsr_linear(const at::Tensor& x, const at::Tensor& values_t, const at:
   const int64_t bw = values_t.size(1), bh = values_t.size(2);
   const int64_t block_rows = crow.numel() - 1;
   const int64_t out = block_rows * bh, in = x.size(1), batch = x.size(0);
+  TORCH_CHECK(in == in_features, "bsr_linear: x has ", in, " features, the weight ",
+              in_features);
   TORCH_CHECK(in % bw == 0, "bsr_linear: in_features ", in, " is not a multiple of block width ",
               bw);
   const auto v = values_t.contiguous();
@@ -315,7 +317,7 @@ at::Tensor csr_linear(const at::Tensor& x, const at::Tensor& values, const at::T
 }  // namespace
 
 TORCH_LIBRARY(sparsearch_sparse, lib) {
-  lib.def("bsr_linear(Tensor x, Tensor values_t, Tensor crow, Tensor col) -> Tensor");
+  lib.def("bsr_linear(Tensor x, Tensor values_t, Tensor crow, Tensor col, int in_features) -> Tensor");
   lib.def("csr_linear(Tensor x, Tensor values, Tensor crow, Tensor col, int in_features) -> Tensor");
 }
 

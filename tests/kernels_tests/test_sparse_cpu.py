@@ -78,10 +78,13 @@ def test_kernels_refuse_wrong_inputs():
                                         dtype=torch.float32)
     with pytest.raises(RuntimeError, match="fp32"):
         torch.ops.sparsearch_sparse.bsr_linear(torch.randn(2, 64).double(), bsr["values_t"],
-                                               bsr["crow"], bsr["col"])
+                                               bsr["crow"], bsr["col"], 64)
+    with pytest.raises(RuntimeError, match="x has 32 features, the weight 64"):
+        torch.ops.sparsearch_sparse.bsr_linear(torch.randn(2, 32), bsr["values_t"],
+                                               bsr["crow"], bsr["col"], 64)
     with pytest.raises(RuntimeError, match="outside the input"):
         torch.ops.sparsearch_sparse.bsr_linear(torch.randn(2, 32), bsr["values_t"],
-                                               bsr["crow"], bsr["col"])
+                                               bsr["crow"], bsr["col"], 32)
     csr = get_kernel("csr_cpu").prepare(encode_weight(w, "csr"), device=CPU,
                                         dtype=torch.float32)
     with pytest.raises(RuntimeError, match="x has 48 features, the weight 64"):
