@@ -155,3 +155,21 @@ def test_whole_model_check_sends_a_slower_export_class_to_dense():
     assert check_whole_model(model, plan, device=torch.device("cpu"), dtype=torch.float32,
                              batch_sizes=(1, 8), min_run_time_s=0.002,
                              rounds=1)["1"] == {"kept": "dense", "speedup": 1.0}
+
+
+@pytest.mark.parametrize(("load", "measurements"), [(0.0, 1), (1e3, 2)])
+def test_a_class_timed_on_a_busy_machine_is_timed_again(monkeypatch, load, measurements):
+    from sparsearch.export import _tuning
+
+    calls = []
+    real = _tuning.time_interleaved
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(_tuning, "time_interleaved", counting)
+    monkeypatch.setattr(_tuning.os, "getloadavg", lambda: (load, load, load))
+    (t,) = tune_layer(LINEAR, nm_weight(), layout="oi", bias=None, sample_shape=(64,),
+                      batch_sizes=(2,), min_run_time_s=0.002, rounds=1)
+    assert len(calls) == measurements and t.load_avg == load
