@@ -12,7 +12,7 @@ from torch import nn
 from sparsearch.export import load, read_manifest, save
 from sparsearch.export._channels import prune_channels
 from sparsearch.models import create_model
-from sparsearch.sparsity import apply_masks, channel_mask
+from sparsearch.sparsity import apply_masks, channel_mask, remove_masks
 
 from .conftest import FAST, assert_close
 
@@ -140,3 +140,12 @@ def test_an_untraceable_model_keeps_every_shape():
     same, report = prune_channels(model, torch.randn(2, 8))
     assert same is model and report["skipped"].startswith("the graph cannot be traced")
     assert json.dumps(report)  # JSON-able for the manifest
+
+
+def test_half_precision_models_are_pruned_too():
+    model = channel_mlp()
+    remove_masks(model)
+    smaller, report = prune_channels(model.to(torch.bfloat16), torch.randn(4, 64,
+                                                                           dtype=torch.bfloat16))
+    assert "skipped" not in report and report["pruned"]["fc1"]["channels"] == [96, 48]
+    assert smaller.fc1.weight.dtype == torch.bfloat16
