@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import operator
+from collections import Counter
 from typing import Any
 
 import torch
@@ -46,9 +47,9 @@ _DEFAULT_TOLERANCE = 1e-4
 
 
 def _follow(node: fx.Node, modules: dict[str, nn.Module]
-            ) -> tuple[list[tuple[str, Any]], fx.Node | None, str]:
+            ) -> tuple[list[tuple[str, Any, fx.Node]], fx.Node | None, str]:
     """The per-channel ops from ``node`` to its single consumer layer, or why there is none."""
-    path: list[tuple[str, Any]] = []
+    path: list[tuple[str, Any, fx.Node]] = []
     current = node
     while True:
         users = list(current.users)
@@ -65,17 +66,17 @@ def _follow(node: fx.Node, modules: dict[str, nn.Module]
                     return path, None, f"feeds {user.target} other than as its input"
                 return path, user, ""
             if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
-                path.append(("bn", module))
+                path.append(("bn", module, user))
             elif isinstance(module, _ELEMENTWISE_MODULES):
-                path.append(("module", module))
+                path.append(("module", module, user))
             elif isinstance(module, _POOLS):
-                path.append(("pool", module))
+                path.append(("pool", module, user))
             else:
                 return path, None, f"output goes through {type(module).__name__}"
         elif user.op == "call_function" and user.target in _ELEMENTWISE_FUNCTIONS:
-            path.append(("function", user))
+            path.append(("function", user, user))
         elif user.op == "call_method" and user.target in _ELEMENTWISE_METHODS:
-            path.append(("method", user))
+            path.append(("method", user, user))
         elif user.op == "call_function" and user.target in _MERGES:
             return path, None, "output feeds a residual add, product or concatenation"
         else:
@@ -85,12 +86,12 @@ def _follow(node: fx.Node, modules: dict[str, nn.Module]
 
 
 def _dead_constant(producer: nn.Module, dead: torch.Tensor,
-                   path: list[tuple[str, Any]]) -> torch.Tensor | None:
+                   path: list[tuple[str, Any, fx.Node]]) -> torch.Tensor | None:
     """What each dead channel carries into the consumer; None if pooling bends it."""
     with torch.no_grad():
         value = (producer.bias[dead].clone() if producer.bias is not None
                  else producer.weight.new_zeros(int(dead.sum())))
-        for kind, op in path:
+        for kind, op, _ in path:
             if kind == "bn":
                 mean = op.running_mean[dead] if op.running_mean is not None else 0.0
                 var = op.running_var[dead] if op.running_var is not None else 1.0
@@ -157,7 +158,8 @@ def _shape_of(module: nn.Module) -> dict[str, Any]:
     return {"num_features": module.num_features}
 
 
-def _prune_one(node: fx.Node, modules: dict[str, nn.Module]) -> tuple[str, list[str]]:
+def _prune_one(node: fx.Node, modules: dict[str, nn.Module],
+               calls: Counter[str]) -> tuple[str, list[str]]:
     """Removes a layer's dead output channels.
 
     Returns:
@@ -175,6 +177,11 @@ def _prune_one(node: fx.Node, modules: dict[str, nn.Module]) -> tuple[str, list[
     if consumer_node is None:
         return reason, []
     consumer = modules[consumer_node.target]
+    # Stateless activations may be shared; a consumer or BatchNorm that shrinks may not.
+    shared = [n.target for n in (consumer_node, *(n for kind, _, n in path if kind == "bn"))
+              if calls[n.target] > 1]
+    if shared:
+        return f"feeds {shared[0]}, which is called at several places", []
     if type(consumer) is not type(producer):
         return f"feeds a {type(consumer).__name__} (a flatten or reshape between)", []
     constant = _dead_constant(producer, dead, path)
@@ -187,7 +194,7 @@ def _prune_one(node: fx.Node, modules: dict[str, nn.Module]) -> tuple[str, list[
     _keep_columns(consumer, keep, dead, constant)
     _keep_rows(producer, keep)
     names = {id(m): n for n, m in modules.items()}
-    bns = [op for kind, op in path if kind == "bn"]
+    bns = [op for kind, op, _ in path if kind == "bn"]
     for bn in bns:
         _keep_bn(bn, keep)
     return "", [node.target, consumer_node.target, *(names[id(bn)] for bn in bns)]
@@ -216,12 +223,17 @@ def prune_channels(model: nn.Module, example_input: torch.Tensor | None
         report["skipped"] = f"the graph cannot be traced ({type(err).__name__}): full shapes"
         return model, report
     modules = dict(smaller.named_modules())
+    calls = Counter(node.target for node in graph.nodes if node.op == "call_module")
     changed: set[str] = set()
     for node in graph.nodes:
         if node.op != "call_module" or layer_geometry(modules[node.target]) is None:
             continue
         before = modules[node.target].weight.shape[0]
-        reason, names = _prune_one(node, modules)
+        if calls[node.target] > 1:
+            # A module called at several places (shared weights) cannot shrink for one.
+            report["kept_full"][node.target] = f"called at {calls[node.target]} places"
+            continue
+        reason, names = _prune_one(node, modules, calls)
         if names:
             report["pruned"][node.target] = {
                 "channels": [before, modules[node.target].weight.shape[0]],
@@ -239,8 +251,11 @@ def prune_channels(model: nn.Module, example_input: torch.Tensor | None
 
 
 def _same_outputs(model: nn.Module, smaller: nn.Module, example: torch.Tensor) -> bool:
-    with torch.no_grad():
-        ref, out = model(example), smaller(example)
+    try:
+        with torch.no_grad():
+            ref, out = model(example), smaller(example)
+    except RuntimeError:  # a shape the graph walk got wrong: refuse, never fail the export
+        return False
     if not isinstance(ref, torch.Tensor) or ref.shape != out.shape:
         return False
     scale = max(float(ref.abs().max()), 1e-30)

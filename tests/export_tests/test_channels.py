@@ -149,3 +149,24 @@ def test_half_precision_models_are_pruned_too():
                                                                            dtype=torch.bfloat16))
     assert "skipped" not in report and report["pruned"]["fc1"]["channels"] == [96, 48]
     assert smaller.fc1.weight.dtype == torch.bfloat16
+
+
+def test_a_module_called_at_two_places_keeps_its_shape():
+    class Shared(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.fc2, self.fc3 = nn.Linear(8, 8), nn.Linear(8, 8), nn.Linear(8, 4)
+
+        def forward(self, x):
+            return self.fc3(self.fc2(self.fc1(self.fc2(torch.relu(x)))))
+
+    model = Shared().eval()
+    with torch.no_grad():
+        model.fc2.weight[:3] = 0.0  # fc2 is called twice
+        model.fc1.weight[:2] = 0.0  # fc1 feeds the shared fc2
+    x = torch.randn(5, 8)
+    smaller, report = prune_channels(model, x)
+    assert report["kept_full"] == {"fc2": "called at 2 places",
+                                   "fc1": "feeds fc2, which is called at several places"}
+    with torch.no_grad():
+        assert_close(smaller(x), model(x))
