@@ -30,7 +30,11 @@ def run_local(setup: SearchSetup, study: Any, *, tracker: Any, parent_run_id: st
     """
     from optuna.trial import TrialState
 
+    from sparsearch.schedulers import epoch_reporter, open_scheduler
+
     cfg = setup.cfg.search
+    rule = open_scheduler(cfg, max_epochs=setup.cfg.train.epochs, objectives=setup.objectives,
+                          study=study, key_of=trial_key)
     started = time.monotonic()
     while True:
         if cfg.n_trials is not None and budget_used(study) >= cfg.n_trials:
@@ -45,10 +49,13 @@ def run_local(setup: SearchSetup, study: Any, *, tracker: Any, parent_run_id: st
                        experiment=setup.experiment, search_key=setup.search_key,
                        parent_run_id=parent_run_id,
                        extra_params={"strategy": cfg.strategy})
-        result = run_trial(job, tracker=tracker)
+        result = run_trial(job, tracker=tracker,
+                           report=epoch_reporter(rule, trial=trial, key=key))
         trial.set_user_attr("sparsearch.metrics", result.metrics)
         if result.status == "complete" and all(m in result.metrics for m, _ in setup.objectives):
             study.tell(trial, objective_values(setup, result.metrics))
+        elif result.status == "pruned":
+            study.tell(trial, state=TrialState.PRUNED)
         else:
             trial.set_user_attr(REASON, result.reason or "objective metric missing")
             study.tell(trial, state=TrialState.FAIL)

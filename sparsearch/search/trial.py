@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from sparsearch.evaluate import EvalContext, TrialResult
+from sparsearch.evaluate import EvalContext, Report, TrialResult
 from sparsearch.spec import SubnetSpec
 
 __all__ = ["TrialJob", "load_trial_model", "run_trial", "trial_dir"]
@@ -80,12 +80,18 @@ def load_trial_model(job_ctx: EvalContext, run_dir: str | Path, key: int) -> Any
     return model
 
 
-def run_trial(job: TrialJob, *, tracker: Any = None) -> TrialResult:
+# MLflow has no "pruned" run status; KILLED is its word for a run stopped before its end.
+RUN_STATUS = {"complete": "FINISHED", "pruned": "KILLED", "failed": "FAILED"}
+
+
+def run_trial(job: TrialJob, *, tracker: Any = None, report: Report | None = None) -> TrialResult:
     """Evaluates ``job.spec`` and records it; returns the TrialResult.
 
     Args:
         job: the trial.
         tracker: an open ``sparsearch.tracking.Tracker`` (one is opened when None).
+        report: the scheduler's per-epoch hook (see ``evaluate``); a trial it stops is
+            recorded pruned, with no weights (it is never exported).
     """
     from sparsearch.evaluate import evaluate
     from sparsearch.tracking import Tracker
@@ -97,7 +103,7 @@ def run_trial(job: TrialJob, *, tracker: Any = None) -> TrialResult:
     tracker.log_params(run_id, {**job.spec.flat_params(), **job.extra_params})
     series: list[tuple[str, float, int]] = []
     try:
-        result, model = evaluate(job.spec, job.ctx,
+        result, model = evaluate(job.spec, job.ctx, report=report,
                                  log_metric=lambda k, v, s: series.append((k, v, s)))
     except Exception as err:
         # A crash inside one trial is that trial's failure, not the search's.
@@ -110,6 +116,9 @@ def run_trial(job: TrialJob, *, tracker: Any = None) -> TrialResult:
     (folder / "result.json").write_text(json.dumps(result.to_dict(), indent=1))
     tracker.record(run_id, metrics=result.metrics, series=series, tags={
         "sparsearch.status": result.status, "sparsearch.optuna_number": job.number,
-        **({"sparsearch.fail_reason": result.reason} if result.reason else {})})
-    tracker.end_run(run_id, "FINISHED" if result.status == "complete" else "FAILED")
+        **({"sparsearch.fail_reason": result.reason}
+           if result.reason and result.status == "failed" else {}),
+        **({"sparsearch.stopped_at_epoch": int(result.metrics["stopped_at_epoch"])}
+           if result.status == "pruned" else {})})
+    tracker.end_run(run_id, RUN_STATUS[result.status])
     return result
