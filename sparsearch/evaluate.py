@@ -19,7 +19,7 @@ from sparsearch.data import DataSplits, iterate_batches
 from sparsearch.spec import SubnetSpec
 
 __all__ = ["EvalContext", "TrialResult", "TrialStopped", "build_model", "evaluate",
-           "accuracy_on_test"]
+           "accuracy_on_test", "pruned_result"]
 
 # report(epoch, metrics) -> True to stop the trial there (a scheduler's decision).
 Report = Callable[[int, dict[str, float]], bool]
@@ -84,6 +84,12 @@ class TrialStopped(Exception):
         self.metrics = metrics
 
 
+def pruned_result(epoch: int, reported: dict[str, float]) -> TrialResult:
+    """The result of a trial stopped after ``epoch``, from what it reported there."""
+    return TrialResult("pruned", {**reported, "stopped_at_epoch": float(epoch)},
+                       f"stopped at epoch {epoch}")
+
+
 def _final_shape_metrics(model: nn.Module, plan: Any, example: torch.Tensor) -> dict[str, float]:
     """density, nnz, params and flops the subnet will have, read before training.
 
@@ -138,8 +144,9 @@ def evaluate(
     """Builds, trains and measures one subnet on the val split.
 
     After every epoch the val split is measured (``val_accuracy`` and ``val_loss`` go to
-    ``log_metric`` with the epoch, counted from 1) and passed to ``report``, which may stop
-    the trial there.
+    ``log_metric`` with the epoch, counted from 1) and passed to ``report`` with the
+    subnet's final density, nnz, params and flops, ``train_s`` so far and ``max_epochs``;
+    ``report`` may stop the trial there.
 
     Returns:
         The TrialResult and the trained model (masks applied), or None when it failed or
@@ -174,7 +181,9 @@ def evaluate(
             accuracy, loss = accuracy_and_loss(model, iterate_batches(data.val, 1024))
             log("val_accuracy", accuracy, epoch)
             log("val_loss", loss, epoch)
-            measured = {"accuracy": accuracy, "loss": loss, **shape}
+            measured = {"accuracy": accuracy, "loss": loss, **shape,
+                        "train_s": time.perf_counter() - started,
+                        "max_epochs": float(settings.epochs)}
             if report is not None and report(epoch, measured):
                 raise TrialStopped(epoch, measured)
 
@@ -187,10 +196,7 @@ def evaluate(
         recipe.run(recipe_ctx)
         accuracy, loss = accuracy_and_loss(model, iterate_batches(data.val, 1024))
     except TrialStopped as stop:
-        return TrialResult("pruned", {
-            **stop.metrics, "train_s": time.perf_counter() - started,
-            "stopped_at_epoch": float(stop.epoch), "max_epochs": float(settings.epochs),
-        }, str(stop)), None
+        return pruned_result(stop.epoch, stop.metrics), None
     except DivergedError as err:
         return TrialResult("failed", {"train_s": time.perf_counter() - started},
                            f"diverged: {err}"), None

@@ -50,7 +50,8 @@ def run_local(setup: SearchSetup, study: Any, *, tracker: Any, parent_run_id: st
                        parent_run_id=parent_run_id,
                        extra_params={"strategy": cfg.strategy})
         result = run_trial(job, tracker=tracker,
-                           report=epoch_reporter(rule, trial=trial, key=key))
+                           report=epoch_reporter(rule, study=study, number=trial.number,
+                                                  key=key))
         trial.set_user_attr("sparsearch.metrics", result.metrics)
         if result.status == "complete" and all(m in result.metrics for m, _ in setup.objectives):
             study.tell(trial, objective_values(setup, result.metrics))

@@ -53,9 +53,17 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from sparsearch.evaluate import EvalContext, TrialResult
+from sparsearch.schedulers import open_scheduler
+from sparsearch.schedulers._ray import (
+    RungScheduler,
+    epoch_result,
+    register_rule,
+    stopped_result,
+    unregister_rule,
+)
 from sparsearch.search.setup import SearchSetup
 from sparsearch.search.study import REASON, budget_used, trial_key
-from sparsearch.search.trial import TrialJob, run_trial, trial_dir
+from sparsearch.search.trial import TrialJob, record_stopped_trial, run_trial, trial_dir
 from sparsearch.space import SearchSpace
 
 __all__ = ["StudySearch", "run_dass_ray", "run_ray"]
@@ -108,6 +116,7 @@ class _Session:
     search_key: str
     session_file: Path
     experiment_path: str
+    run_dir: Path
     in_flight: set[str] = field(default_factory=set)
     finished: bool = False
 
@@ -165,6 +174,10 @@ class StudySearch(OptunaSearch):
         session.in_flight.add(trial_id)
         return config
 
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        """Epoch results go to the rung records (``RungScheduler``), not to ``Trial.report``,
+        which multi-objective studies refuse: both runners leave the same study."""
+
     def on_trial_complete(self, trial_id: str, result: dict | None = None,
                           error: bool = False) -> None:
         from optuna.trial import TrialState
@@ -175,12 +188,20 @@ class StudySearch(OptunaSearch):
         if trial is None or trial_id in self._completed_trials:
             return
         status = (result or {}).get(STATUS)
-        if status is None and not error:
+        key = trial_key(trial)
+        stopped = None if status or error else stopped_result(self._ot_study, trial.number,
+                                                               result)
+        if status is None and not error and stopped is None:
             # Stopped without a result (the search was interrupted): the study keeps it
             # RUNNING, and the next run fails it as stale and runs it again.
             return
-        key = trial_key(trial)
-        if status is None:
+        if stopped is not None:
+            # The scheduler stopped it: its worker was ended before it could record itself.
+            record_stopped_trial(session.tracker, run_dir=session.run_dir,
+                                 search_key=session.search_key, key=key, number=trial.number,
+                                 result=stopped[0], series=stopped[1])
+            status, metrics, node, reason = "pruned", stopped[0].metrics, None, None
+        elif status is None:
             metrics, node = {}, None
             reason = f"the trial's Ray worker died {session.max_failures + 1} time(s)"
             session.tracker.fail_trial_run(session.search_key, key, reason)
@@ -193,6 +214,8 @@ class StudySearch(OptunaSearch):
             trial.set_user_attr(NODE_ID, node)
         if status == "complete" and all(m in metrics for m, _ in self._objectives):
             self._ot_study.tell(trial, [float(metrics[m]) for m, _ in self._objectives])
+        elif status == "pruned":
+            self._ot_study.tell(trial, state=TrialState.PRUNED)
         else:
             trial.set_user_attr(REASON, reason or "objective metric missing")
             self._ot_study.tell(trial, state=TrialState.FAIL)
@@ -213,6 +236,8 @@ class TrialPayload:
     parent_run_id: str
     extra_params: dict[str, Any]
     objectives: tuple[str, ...]
+    # Report every epoch to the scheduler (search.scheduler is not none).
+    per_epoch: bool
 
 
 @functools.cache
@@ -259,9 +284,16 @@ def train_trial(config: dict[str, Any], payload: TrialPayload) -> None:
                    run_dir=payload.run_dir, tracking_uri=payload.tracking_uri,
                    experiment=payload.experiment, search_key=payload.search_key,
                    parent_run_id=payload.parent_run_id, extra_params=payload.extra_params)
+    def report(epoch: int, reported: dict[str, float], series: list) -> bool:
+        # Tune's scheduler decides in the driver and ends this worker if it loses a rung.
+        tune.report(epoch_result(key=key, number=number, epoch=epoch, reported=reported,
+                                 series=series, objectives=payload.objectives))
+        return False
+
     try:
         result = run_trial(job, tracker=_worker_tracker(payload.tracking_uri,
-                                                        payload.experiment))
+                                                        payload.experiment),
+                           report=report if payload.per_epoch else None)
     except Exception as err:
         # Recording failed (MLflow, disk): the trial fails with its reason; it is not retried
         # (Tune retries only a worker that died), as the local runner would not retry it.
@@ -374,7 +406,8 @@ def _tuner(setup: SearchSetup, study: Any, *, trainable: Any, experiment_path: s
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(search_alg=searcher, num_samples=-1, reuse_actors=True,
-                                    trial_dirname_creator=trial_dirname),
+                                    trial_dirname_creator=trial_dirname,
+                                    scheduler=RungScheduler(setup.search_key)),
         run_config=tune.RunConfig(
             name=name, storage_path=storage_path, verbose=0,
             failure_config=tune.FailureConfig(max_failures=setup.cfg.runner.max_failures)))
@@ -427,8 +460,11 @@ def run_ray(setup: SearchSetup, study: Any, *, tracker: Any, parent_run_id: str,
             else time.monotonic() + cfg.search.timeout_s,
             max_concurrent=slots, max_failures=runner.max_failures, on_trial=on_trial,
             tracker=tracker, search_key=setup.search_key, session_file=session_file,
-            experiment_path=experiment_path)
+            experiment_path=experiment_path, run_dir=run_dir)
         _SESSIONS[setup.search_key] = session
+        register_rule(setup.search_key, open_scheduler(
+            cfg.search, max_epochs=cfg.train.epochs, objectives=setup.objectives, study=study,
+            key_of=trial_key), study)
         session.write_state(finished=False)
         # Tune keeps one trial pending at a time for a custom searcher, so each worker would
         # start only once the previous one runs; let every slot start at once instead.
@@ -440,7 +476,8 @@ def run_ray(setup: SearchSetup, study: Any, *, tracker: Any, parent_run_id: str,
             tracking_uri=_absolute_uri(cfg.tracking.uri), experiment=setup.experiment,
             search_key=setup.search_key, parent_run_id=parent_run_id,
             extra_params={"strategy": cfg.search.strategy},
-            objectives=tuple(m for m, _ in setup.objectives))
+            objectives=tuple(m for m, _ in setup.objectives),
+            per_epoch=cfg.search.scheduler != "none")
         trainable = tune.with_resources(tune.with_parameters(train_trial, payload=payload),
                                         resources)
         _tuner(setup, study, trainable=trainable, experiment_path=experiment_path,
@@ -452,6 +489,7 @@ def run_ray(setup: SearchSetup, study: Any, *, tracker: Any, parent_run_id: str,
         for name in set_env:
             os.environ.pop(name, None)
         _SESSIONS.pop(setup.search_key, None)
+        unregister_rule(setup.search_key)
         if started_ray:
             ray.shutdown()
 

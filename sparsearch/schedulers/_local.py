@@ -10,8 +10,8 @@ from sparsearch.schedulers._rule import SuccessiveHalving
 __all__ = ["epoch_reporter"]
 
 
-def epoch_reporter(rule: SuccessiveHalving, *, trial: Any, key: int) -> Any:
-    """``report(epoch, metrics) -> stop?`` for ``evaluate``; None when nothing can stop.
+def epoch_reporter(rule: SuccessiveHalving, *, study: Any, number: int, key: int) -> Any:
+    """``report(epoch, metrics, series) -> stop?`` for ``run_trial``; None when nothing can stop.
 
     Each decision is written to the trial's rung records before training goes on, so a
     search killed after it still knows it.
@@ -19,11 +19,11 @@ def epoch_reporter(rule: SuccessiveHalving, *, trial: Any, key: int) -> Any:
     if not rule.rungs_of(key):
         return None
 
-    def report(epoch: int, metrics: dict[str, float]) -> bool:
+    def report(epoch: int, metrics: dict[str, float], series: Any) -> bool:
         record = rule.decide(key, epoch, metrics)
         if record is None:
             return False
-        save_rung(trial, record)
+        save_rung(study, number, record)
         return not record.survived
 
     return report

@@ -15,7 +15,7 @@ from typing import Any
 from sparsearch.schedulers._catalogue import create_scheduler
 from sparsearch.schedulers._rule import RungRecord, SuccessiveHalving
 
-__all__ = ["RUNGS_ATTR", "open_scheduler", "save_rung"]
+__all__ = ["RUNGS_ATTR", "open_scheduler", "rungs_of", "save_rung"]
 
 RUNGS_ATTR = "sparsearch.rungs"
 
@@ -41,8 +41,22 @@ def open_scheduler(search: Any, *, max_epochs: int, objectives: Sequence[tuple[s
     return rule
 
 
-def save_rung(trial: Any, record: RungRecord) -> None:
-    """Adds ``record`` to the rung records of the running Optuna ``trial``."""
-    rungs = dict(trial.user_attrs.get(RUNGS_ATTR, {}))
+def rungs_of(study: Any, number: int) -> dict[str, dict[str, Any]]:
+    """The rung records of trial ``number`` as stored now (epoch -> values, survived).
+
+    Read by number, through the storage: the Ray driver decides for trials whose
+    ``optuna.Trial`` objects live in Tune's searcher (and cache their attributes), and
+    Optuna has no public access to those.
+    """
+    storage = study._storage
+    trial_id = storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
+    return dict(storage.get_trial(trial_id).user_attrs.get(RUNGS_ATTR, {}))
+
+
+def save_rung(study: Any, number: int, record: RungRecord) -> None:
+    """Adds ``record`` to the rung records of trial ``number`` of ``study``."""
+    storage = study._storage
+    trial_id = storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
+    rungs = rungs_of(study, number)
     rungs[str(record.epoch)] = {"values": list(record.values), "survived": record.survived}
-    trial.set_user_attr(RUNGS_ATTR, rungs)
+    storage.set_trial_user_attr(trial_id, RUNGS_ATTR, rungs)

@@ -149,7 +149,9 @@ def _plot(path: Path, setup: SearchSetup, points: list[list[float]], front: list
         ax.scatter([dense[mx]], [dense[my]], marker="*", s=120, c="#00798c", label="dense")
     ax.set_xlabel(f"{mx} ({dx})")
     ax.set_ylabel(f"{my} ({dy})")
-    ax.set_title(f"{setup.cfg.name}: {setup.cfg.search.strategy}")
+    scheduler = setup.cfg.search.scheduler
+    ax.set_title(f"{setup.cfg.name}: {setup.cfg.search.strategy}"
+                 + (f" + {scheduler}" if scheduler != "none" else ""))
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()

@@ -9,14 +9,19 @@ result and the trained weights (masked weights stored as exact zeros).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from sparsearch.evaluate import EvalContext, Report, TrialResult
+from sparsearch.evaluate import EvalContext, TrialResult
 from sparsearch.spec import SubnetSpec
 
-__all__ = ["TrialJob", "load_trial_model", "run_trial", "trial_dir"]
+__all__ = ["TrialJob", "TrialReport", "load_trial_model", "record_stopped_trial", "run_trial",
+           "trial_dir"]
+
+# report(epoch, metrics, series so far) -> True to stop the trial there (see ``evaluate``).
+TrialReport = Callable[[int, dict[str, float], list[tuple[str, float, int]]], bool]
 
 
 @dataclass(frozen=True)
@@ -84,7 +89,31 @@ def load_trial_model(job_ctx: EvalContext, run_dir: str | Path, key: int) -> Any
 RUN_STATUS = {"complete": "FINISHED", "pruned": "KILLED", "failed": "FAILED"}
 
 
-def run_trial(job: TrialJob, *, tracker: Any = None, report: Report | None = None) -> TrialResult:
+def _record(tracker: Any, run_id: str, *, folder: Path, number: int, result: TrialResult,
+            series: list[tuple[str, float, int]]) -> None:
+    """result.json, then the run's metrics, series and tags, and its end status."""
+    (folder / "result.json").write_text(json.dumps(result.to_dict(), indent=1))
+    tracker.record(run_id, metrics=result.metrics, series=series, tags={
+        "sparsearch.status": result.status, "sparsearch.optuna_number": number,
+        **({"sparsearch.fail_reason": result.reason}
+           if result.reason and result.status == "failed" else {}),
+        **({"sparsearch.stopped_at_epoch": int(result.metrics["stopped_at_epoch"])}
+           if result.status == "pruned" else {})})
+    tracker.end_run(run_id, RUN_STATUS[result.status])
+
+
+def record_stopped_trial(tracker: Any, *, run_dir: str | Path, search_key: str, key: int,
+                         number: int, result: TrialResult,
+                         series: list[tuple[str, float, int]]) -> None:
+    """Records a trial a scheduler stopped on a Ray worker, where it could not (see ray runner)."""
+    folder = trial_dir(run_dir, key)
+    folder.mkdir(parents=True, exist_ok=True)
+    run_id = tracker.trial_runs(search_key)[key]
+    _record(tracker, run_id, folder=folder, number=number, result=result, series=series)
+
+
+def run_trial(job: TrialJob, *, tracker: Any = None,
+              report: TrialReport | None = None) -> TrialResult:
     """Evaluates ``job.spec`` and records it; returns the TrialResult.
 
     Args:
@@ -101,24 +130,19 @@ def run_trial(job: TrialJob, *, tracker: Any = None, report: Report | None = Non
                                trial_key=job.key, run_name=f"trial-{job.key:04d}",
                                tags={"sparsearch.spec": job.spec.to_json()})
     tracker.log_params(run_id, {**job.spec.flat_params(), **job.extra_params})
+    folder = trial_dir(job.run_dir, job.key)
+    folder.mkdir(parents=True, exist_ok=True)
+    # Written first: a trial stopped on a Ray worker is recorded by the driver from here on.
+    (folder / "spec.json").write_text(job.spec.to_json())
     series: list[tuple[str, float, int]] = []
     try:
-        result, model = evaluate(job.spec, job.ctx, report=report,
-                                 log_metric=lambda k, v, s: series.append((k, v, s)))
+        result, model = evaluate(
+            job.spec, job.ctx, log_metric=lambda k, v, s: series.append((k, v, s)),
+            report=None if report is None else lambda e, m: report(e, m, list(series)))
     except Exception as err:
         # A crash inside one trial is that trial's failure, not the search's.
         result, model = TrialResult("failed", {}, f"{type(err).__name__}: {err}"), None
-    folder = trial_dir(job.run_dir, job.key)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "spec.json").write_text(job.spec.to_json())
     if model is not None:
         _save_weights(model, folder / "weights.safetensors")
-    (folder / "result.json").write_text(json.dumps(result.to_dict(), indent=1))
-    tracker.record(run_id, metrics=result.metrics, series=series, tags={
-        "sparsearch.status": result.status, "sparsearch.optuna_number": job.number,
-        **({"sparsearch.fail_reason": result.reason}
-           if result.reason and result.status == "failed" else {}),
-        **({"sparsearch.stopped_at_epoch": int(result.metrics["stopped_at_epoch"])}
-           if result.status == "pruned" else {})})
-    tracker.end_run(run_id, RUN_STATUS[result.status])
+    _record(tracker, run_id, folder=folder, number=job.number, result=result, series=series)
     return result
