@@ -31,6 +31,11 @@ never run again. ``<run dir>/tune_session.json`` names the Tune experiment and w
 searcher finished; a finished one is not restored (its searcher would refuse new trials), so
 a rerun with a larger budget starts a new Tune experiment on the same study.
 
+Early stopping (``search.scheduler``): each trial reports every epoch, and
+``sparsearch.schedulers._ray.RungScheduler`` asks the local runner's promotion rule in the
+driver; a trial it stops is ended by Tune mid-training, so ``StudySearch`` records it
+(pruned, from its last epoch result) as ``run_trial`` would have.
+
 Test hook: with ``SPARSEARCH_RAY_PID_FILES=1`` in the workers' environment each trial writes
 its worker's pid to ``trials/<key>/worker.pid`` as it starts, so a test can kill it.
 """
@@ -284,6 +289,7 @@ def train_trial(config: dict[str, Any], payload: TrialPayload) -> None:
                    run_dir=payload.run_dir, tracking_uri=payload.tracking_uri,
                    experiment=payload.experiment, search_key=payload.search_key,
                    parent_run_id=payload.parent_run_id, extra_params=payload.extra_params)
+
     def report(epoch: int, reported: dict[str, float], series: list) -> bool:
         # Tune's scheduler decides in the driver and ends this worker if it loses a rung.
         tune.report(epoch_result(key=key, number=number, epoch=epoch, reported=reported,
