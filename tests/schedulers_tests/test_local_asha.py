@@ -67,3 +67,18 @@ def test_asha_stops_weak_trials_and_a_rerun_keeps_its_rungs(tmp_path):
     trials = study_trials(run_dir)
     assert len(trials) == 9
     assert all("1" in t.user_attrs["sparsearch.rungs"] for t in trials)
+
+
+def test_compare_runs_an_entry_with_its_scheduler(tmp_path):
+    code, out = run_cli_watched([*search_args(tmp_path, n_trials=4, epochs=3),
+                                 "search.compare=[random,random_asha]"], cwd=tmp_path)
+    assert code == 0, out[-3000:]
+    plain = study_trials(tmp_path / "run" / "random")
+    early = study_trials(tmp_path / "run" / "random_asha")
+    assert all(t.state.name == "COMPLETE" and "sparsearch.rungs" not in t.user_attrs
+               for t in plain)
+    assert all("1" in t.user_attrs["sparsearch.rungs"] for t in early)
+    # The same sampler seed: the same four subnets, one of them stopped at least.
+    assert [t.params for t in early] == [t.params for t in plain]
+    assert any(t.state.name == "PRUNED" for t in early)
+    assert "random_asha" in out and "epochs saved" in out
