@@ -34,7 +34,7 @@ def run_local(setup: SearchSetup, study: Any, *, tracker: Any, parent_run_id: st
 
     cfg = setup.cfg.search
     rule = open_scheduler(cfg, max_epochs=setup.cfg.train.epochs, objectives=setup.objectives,
-                          study=study, key_of=trial_key)
+                          study=study)
     started = time.monotonic()
     while True:
         if cfg.n_trials is not None and budget_used(study) >= cfg.n_trials:
@@ -50,8 +50,7 @@ def run_local(setup: SearchSetup, study: Any, *, tracker: Any, parent_run_id: st
                        parent_run_id=parent_run_id,
                        extra_params={"strategy": cfg.strategy})
         result = run_trial(job, tracker=tracker,
-                           report=epoch_reporter(rule, study=study, number=trial.number,
-                                                  key=key))
+                           report=epoch_reporter(rule, study=study, key=key))
         trial.set_user_attr("sparsearch.metrics", result.metrics)
         if result.status == "complete" and all(m in result.metrics for m, _ in setup.objectives):
             study.tell(trial, objective_values(setup, result.metrics))

@@ -194,8 +194,7 @@ class StudySearch(OptunaSearch):
             return
         status = (result or {}).get(STATUS)
         key = trial_key(trial)
-        stopped = None if status or error else stopped_result(self._ot_study, trial.number,
-                                                               result)
+        stopped = None if status or error else stopped_result(self._ot_study, key, result)
         if status is None and not error and stopped is None:
             # Stopped without a result (the search was interrupted): the study keeps it
             # RUNNING, and the next run fails it as stale and runs it again.
@@ -292,8 +291,8 @@ def train_trial(config: dict[str, Any], payload: TrialPayload) -> None:
 
     def report(epoch: int, reported: dict[str, float], series: list) -> bool:
         # Tune's scheduler decides in the driver and ends this worker if it loses a rung.
-        tune.report(epoch_result(key=key, number=number, epoch=epoch, reported=reported,
-                                 series=series, objectives=payload.objectives))
+        tune.report(epoch_result(key=key, epoch=epoch, reported=reported, series=series,
+                                 objectives=payload.objectives))
         return False
 
     try:
@@ -469,8 +468,8 @@ def run_ray(setup: SearchSetup, study: Any, *, tracker: Any, parent_run_id: str,
             experiment_path=experiment_path, run_dir=run_dir)
         _SESSIONS[setup.search_key] = session
         register_rule(setup.search_key, open_scheduler(
-            cfg.search, max_epochs=cfg.train.epochs, objectives=setup.objectives, study=study,
-            key_of=trial_key), study)
+            cfg.search, max_epochs=cfg.train.epochs, objectives=setup.objectives, study=study),
+            study)
         session.write_state(finished=False)
         # Tune keeps one trial pending at a time for a custom searcher, so each worker would
         # start only once the previous one runs; let every slot start at once instead.

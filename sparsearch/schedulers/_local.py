@@ -10,7 +10,7 @@ from sparsearch.schedulers._rule import SuccessiveHalving
 __all__ = ["epoch_reporter"]
 
 
-def epoch_reporter(rule: SuccessiveHalving, *, study: Any, number: int, key: int) -> Any:
+def epoch_reporter(rule: SuccessiveHalving, *, study: Any, key: int) -> Any:
     """``report(epoch, metrics, series) -> stop?`` for ``run_trial``; None when nothing can stop.
 
     Each decision is written to the trial's rung records before training goes on, so a
@@ -23,7 +23,7 @@ def epoch_reporter(rule: SuccessiveHalving, *, study: Any, number: int, key: int
         record = rule.decide(key, epoch, metrics)
         if record is None:
             return False
-        save_rung(study, number, record)
+        save_rung(study, key, record)
         return not record.survived
 
     return report

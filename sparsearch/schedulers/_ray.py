@@ -29,7 +29,6 @@ __all__ = ["RungScheduler", "epoch_result", "register_rule", "stopped_result", "
 # Keys of a per-epoch result (the final result of a trial has none of them).
 EPOCH = "sparsearch.epoch"
 RUNG_KEY = "sparsearch.rung_key"
-RUNG_NUMBER = "sparsearch.rung_number"
 REPORTED = "sparsearch.reported"
 SERIES = "sparsearch.series"
 
@@ -45,7 +44,7 @@ def unregister_rule(session_key: str) -> None:
     _RULES.pop(session_key, None)
 
 
-def epoch_result(*, key: int, number: int, epoch: int, reported: dict[str, float],
+def epoch_result(*, key: int, epoch: int, reported: dict[str, float],
                  series: list[tuple[str, float, int]], objectives: tuple[str, ...]) -> dict:
     """What a trainable passes to ``tune.report`` after an epoch.
 
@@ -53,7 +52,7 @@ def epoch_result(*, key: int, number: int, epoch: int, reported: dict[str, float
     where it is known only at the end).
     """
     return {**{m: float(reported.get(m, math.nan)) for m in objectives},
-            EPOCH: epoch, RUNG_KEY: key, RUNG_NUMBER: number,
+            EPOCH: epoch, RUNG_KEY: key,
             REPORTED: json.dumps(reported), SERIES: json.dumps(series)}
 
 
@@ -72,30 +71,30 @@ class RungScheduler(FIFOScheduler):
         if EPOCH not in result:
             return TrialScheduler.CONTINUE
         rule, study = _RULES[self._session_key]
-        record = rule.decide(int(result[RUNG_KEY]), int(result[EPOCH]),
-                             json.loads(result[REPORTED]))
+        key = int(result[RUNG_KEY])
+        record = rule.decide(key, int(result[EPOCH]), json.loads(result[REPORTED]))
         if record is None:
             return TrialScheduler.CONTINUE
-        save_rung(study, int(result[RUNG_NUMBER]), record)
+        save_rung(study, key, record)
         return TrialScheduler.CONTINUE if record.survived else TrialScheduler.STOP
 
 
-def stopped_result(study: Any, number: int,
+def stopped_result(study: Any, key: int,
                    result: dict | None) -> tuple[TrialResult, list] | None:
-    """(pruned result, metric series) when ``result`` is where the rule stopped trial ``number``.
+    """(pruned result, metric series) when ``result`` is where the rule stopped trial ``key``.
 
     None for anything else (a last result that is not a lost rung: the search was
     interrupted, and the trial runs again on resume).
 
     Args:
         study: the Optuna study (``RungScheduler`` wrote the trial's rung records there).
-        number: the trial's Optuna number.
+        key: the trial's stable key (still RUNNING in the study).
         result: Tune's last result of the trial.
     """
     if not result or EPOCH not in result:
         return None
     epoch = int(result[EPOCH])
-    record = rungs_of(study, number).get(str(epoch))
+    record = rungs_of(study, key).get(str(epoch))
     if record is None or record["survived"]:
         return None
     series = [tuple(point) for point in json.loads(result[SERIES])]

@@ -14,6 +14,7 @@ from typing import Any
 
 from sparsearch.schedulers._catalogue import create_scheduler
 from sparsearch.schedulers._rule import RungRecord, SuccessiveHalving
+from sparsearch.search.study import trial_key
 
 __all__ = ["RUNGS_ATTR", "open_scheduler", "rungs_of", "save_rung"]
 
@@ -21,7 +22,7 @@ RUNGS_ATTR = "sparsearch.rungs"
 
 
 def open_scheduler(search: Any, *, max_epochs: int, objectives: Sequence[tuple[str, str]],
-                   study: Any, key_of: Any) -> SuccessiveHalving:
+                   study: Any) -> SuccessiveHalving:
     """The rule of ``search.scheduler``, holding every decision the study recorded.
 
     Args:
@@ -29,34 +30,40 @@ def open_scheduler(search: Any, *, max_epochs: int, objectives: Sequence[tuple[s
         max_epochs: a trial's full epoch budget (``train.epochs``).
         objectives: the study's (metric, direction) pairs.
         study: the Optuna study (resumed or new).
-        key_of: a trial's stable key (``sparsearch.search.study.trial_key``).
     """
     rule = create_scheduler(search.scheduler, min_epochs=search.min_epochs,
                             max_epochs=max_epochs, eta=search.eta, objectives=objectives)
     for trial in study.get_trials(deepcopy=False):
         for epoch, record in trial.user_attrs.get(RUNGS_ATTR, {}).items():
-            rule.restore(RungRecord(key=key_of(trial), epoch=int(epoch),
+            rule.restore(RungRecord(key=trial_key(trial), epoch=int(epoch),
                                     values=tuple(record["values"]),
                                     survived=bool(record["survived"])))
     return rule
 
 
-def rungs_of(study: Any, number: int) -> dict[str, dict[str, Any]]:
-    """The rung records of trial ``number`` as stored now (epoch -> values, survived).
+def _running_trial_id(study: Any, key: int) -> int:
+    """Storage id of the running attempt of the trial with stable key ``key``.
 
-    Read by number, through the storage: the Ray driver decides for trials whose
-    ``optuna.Trial`` objects live in Tune's searcher (and cache their attributes), and
-    Optuna has no public access to those.
+    By key, through the storage: the Ray driver decides for trials whose ``optuna.Trial``
+    objects live in Tune's searcher (and cache their attributes), and Optuna has no public
+    access to those; an interrupted attempt with the same key is no longer RUNNING.
     """
-    storage = study._storage
-    trial_id = storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
-    return dict(storage.get_trial(trial_id).user_attrs.get(RUNGS_ATTR, {}))
+    from optuna.trial import TrialState
+
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if trial_key(trial) == key:
+            return trial._trial_id
+    raise KeyError(f"no running trial with key {key}")
 
 
-def save_rung(study: Any, number: int, record: RungRecord) -> None:
-    """Adds ``record`` to the rung records of trial ``number`` of ``study``."""
-    storage = study._storage
-    trial_id = storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
-    rungs = rungs_of(study, number)
+def rungs_of(study: Any, key: int) -> dict[str, dict[str, Any]]:
+    """The rung records of the running trial ``key`` (epoch -> values, survived)."""
+    trial_id = _running_trial_id(study, key)
+    return dict(study._storage.get_trial(trial_id).user_attrs.get(RUNGS_ATTR, {}))
+
+
+def save_rung(study: Any, key: int, record: RungRecord) -> None:
+    """Adds ``record`` to the rung records of the running trial ``key``."""
+    rungs = rungs_of(study, key)
     rungs[str(record.epoch)] = {"values": list(record.values), "survived": record.survived}
-    storage.set_trial_user_attr(trial_id, RUNGS_ATTR, rungs)
+    study._storage.set_trial_user_attr(_running_trial_id(study, key), RUNGS_ATTR, rungs)

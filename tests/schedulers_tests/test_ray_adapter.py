@@ -14,7 +14,6 @@ from sparsearch.schedulers._ray import (
     stopped_result,
     unregister_rule,
 )
-from sparsearch.search.study import trial_key
 
 
 class _Search:
@@ -26,14 +25,14 @@ def test_scheduler_stops_the_rung_loser_and_the_driver_can_tell_it_was_stopped(t
                                 directions=["maximize", "minimize"])
     objectives = [("accuracy", "max"), ("density", "min")]
     register_rule("k", open_scheduler(_Search, max_epochs=9, objectives=objectives,
-                                      study=study, key_of=trial_key), study)
+                                      study=study), study)
     try:
         scheduler = RungScheduler("k")
         numbers = [study.ask().number for _ in range(2)]
         series = [("val_accuracy", 0.5, 1)]
 
         def result(number: int, epoch: int, accuracy: float) -> dict:
-            return epoch_result(key=number, number=number, epoch=epoch,
+            return epoch_result(key=number, epoch=epoch,
                                 reported={"accuracy": accuracy, "density": 0.5,
                                           "max_epochs": 9.0},
                                 series=series, objectives=("accuracy", "density"))
