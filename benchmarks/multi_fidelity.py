@@ -44,8 +44,8 @@ NAME = "multi_fidelity"
 TWINS = {"random_asha": "random", "tpe_asha": "tpe", "random_asha_ray2": "random"}
 
 
-def _overrides(run_dir: Path, method: str, *, seed: int, timeout_s: float,
-               epochs: int) -> list[str]:
+def _overrides(run_dir: Path, method: str, *, seed: int, timeout_s: float, epochs: int,
+               min_epochs: int) -> list[str]:
     strategy, _, rest = method.partition("_")
     scheduler = "asha" if rest.startswith("asha") else "none"
     runner = (["runner=ray", "runner.max_concurrent_trials=2", "runner.num_cpus=2"]
@@ -53,7 +53,7 @@ def _overrides(run_dir: Path, method: str, *, seed: int, timeout_s: float,
     return [f"hydra.run.dir={run_dir / method}", f"tracking.uri=sqlite:///{run_dir / 'mlflow.db'}",
             f"name={NAME}", "space=digits_mlp", f"seed={seed}", f"train.epochs={epochs}",
             "train.threads=1", f"search.strategy={strategy}", f"search.scheduler={scheduler}",
-            "search.min_epochs=1", "search.eta=3", "search.n_trials=null",
+            f"search.min_epochs={min_epochs}", "search.eta=3", "search.n_trials=null",
             f"search.timeout_s={timeout_s}", "export.enabled=false", *runner]
 
 
@@ -67,7 +67,8 @@ def _run(run_dir: Path, method: str, **kwargs: Any) -> None:
         raise RuntimeError(f"{method} failed:\n{tail}")
 
 
-def _measure(run_dir: Path, method: str, budgets: list[float]) -> dict[str, Any]:
+def _measure(run_dir: Path, method: str, budgets: list[float], *,
+             rung: int) -> dict[str, Any]:
     """Test hypervolume of the val front by each budget; epochs saved; (rung, final) pairs."""
     import optuna
     from mlflow import MlflowClient
@@ -110,7 +111,7 @@ def _measure(run_dir: Path, method: str, budgets: list[float]) -> dict[str, Any]
                 [exp.experiment_id], filter_string=f"tags.`sparsearch.trial_key` = '{trial_key(t)}' "
                 f"and tags.`mlflow.parentRunId` = '{parent.info.run_id}'"))
             first = [m.value for m in client.get_metric_history(run_id, "val_accuracy")
-                     if m.step == 1]
+                     if m.step == rung]
             pairs += [(first[0], t.values[0])] if first else []
     return {"budgets": per_budget, "n_pruned": parent.data.metrics.get("n_pruned", 0.0),
             "fraction_saved": saved / (saved + trained) if saved is not None and saved + trained
@@ -132,12 +133,13 @@ def _config(run_dir: Path, method: str) -> Any:
 
 
 def run_seed(out_dir: Path, *, seed: int, methods: list[str], budgets: list[float],
-             epochs: int) -> dict[str, Any]:
+             epochs: int, min_epochs: int) -> dict[str, Any]:
     run_dir = out_dir / f"seed{seed}"
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
     order = methods[seed % len(methods):] + methods[:seed % len(methods)]
-    kwargs = {"seed": seed, "timeout_s": max(budgets), "epochs": epochs}
+    kwargs = {"seed": seed, "timeout_s": max(budgets), "epochs": epochs,
+              "min_epochs": min_epochs}
     (run_dir / "overrides.json").write_text(json.dumps(
         {m: _overrides(run_dir, m, **kwargs) for m in methods}))
     from sparsearch.search.report import dense_baseline
@@ -154,7 +156,7 @@ def run_seed(out_dir: Path, *, seed: int, methods: list[str], budgets: list[floa
         _run(run_dir, method, **kwargs)
     return {"seed": seed, "order": order, "load_before": load_before,
             "load_after": os.getloadavg(), "total_s": time.time() - started,
-            "methods": {m: _measure(run_dir, m, budgets) for m in methods}}
+            "methods": {m: _measure(run_dir, m, budgets, rung=min_epochs) for m in methods}}
 
 
 def paired_ci(diffs: list[float], *, rounds: int = 2000, seed: int = 0) -> tuple[float, float]:
@@ -184,7 +186,7 @@ def summarise(results: list[dict[str, Any]], methods: list[str],
     summary["fraction_saved"] = {m: statistics.mean(r["methods"][m]["fraction_saved"]
                                                     for r in results) for m in methods}
     pairs = [p for r in results for m in methods for p in r["methods"][m]["rung_final_pairs"]]
-    summary["spearman_rung1_final"] = (float(spearmanr(*zip(*pairs)).statistic)
+    summary["spearman_first_rung_final"] = (float(spearmanr(*zip(*pairs)).statistic)
                                        if len(pairs) > 2 else None)
     if "random" in methods and "random_asha" in methods:
         top = str(int(max(budgets)))
@@ -211,8 +213,8 @@ def print_table(summary: dict[str, Any], methods: list[str], n_seeds: int) -> No
                       f"(95% CI {lo:+.4f} .. {hi:+.4f})")
     print("fraction of epochs saved: " + ", ".join(
         f"{m} {v:.0%}" for m, v in summary["fraction_saved"].items()))
-    rho = summary["spearman_rung1_final"]
-    print(f"Spearman(val accuracy at epoch 1, final val accuracy): "
+    rho = summary["spearman_first_rung_final"]
+    print(f"Spearman(val accuracy at the first rung, final val accuracy): "
           f"{'-' if rho is None else f'{rho:.3f}'}")
     goal = summary.get("goal_asha_reaches_random_final_in_half")
     if goal:
@@ -231,6 +233,8 @@ def main() -> None:
     parser.add_argument("--ray", action="store_true",
                         help="add random_asha under runner=ray, two trials at once")
     parser.add_argument("--epochs", type=int, default=9)
+    parser.add_argument("--min-epochs", type=int, default=1,
+                        help="the first rung; the rank correlation is read at this epoch")
     parser.add_argument("--out", type=Path, default=Path("outputs/bench/multi_fidelity.json"))
     parser.add_argument("--work-dir", type=Path, default=Path("outputs/bench/multi_fidelity"))
     args = parser.parse_args()
@@ -240,11 +244,13 @@ def main() -> None:
     for seed in args.seeds:
         print(f"seed {seed}: {', '.join(methods)}, {max(budgets):.0f} s each ...", flush=True)
         results.append(run_seed(args.work_dir.resolve(), seed=seed, methods=methods,
-                                budgets=budgets, epochs=args.epochs))
+                                budgets=budgets, epochs=args.epochs,
+                                min_epochs=args.min_epochs))
         summary = summarise(results, methods, budgets)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"budgets": budgets, "seeds": args.seeds,
                                         "methods": methods, "epochs": args.epochs,
+                                        "min_epochs": args.min_epochs,
                                         "summary": summary, "results": results}, indent=1))
     print_table(summary, methods, len(results))
     print(f"\nwrote {args.out}")
