@@ -63,6 +63,10 @@ class RungScheduler(FIFOScheduler):
         session_key: the search key its rule was registered under.
     """
 
+    # A trial must not train on past a rung before its decision (TUNE_RESULT_BUFFER_LENGTH
+    # > 1 would let it), or it could finish and record itself before it is stopped.
+    _supports_buffered_results = False
+
     def __init__(self, session_key: str) -> None:
         super().__init__()
         self._session_key = session_key
