@@ -1,14 +1,21 @@
 """Schedulers: stop weak trials early at rungs (none | asha | hyperband).
 
-A pure multi-objective promotion rule (``SuccessiveHalving``) plus one thin adapter per
-runner: the local runner consults it at each epoch report, the Ray runner through a Tune
-``TrialScheduler`` built on the same rule, so both stop the same trials.
+A pure multi-objective promotion rule (``SuccessiveHalving``), the hook that puts it on
+the report seam of the runners (``scheduler_hook``: the local runner calls it at each epoch
+report) and the Ray runner's adapter, a Tune ``TrialScheduler`` that calls the same hook in
+the driver (``sparsearch.schedulers._ray``, imported by the Ray runner only: it imports
+ray), so both runners stop the same trials.
 """
 
 from __future__ import annotations
 
-from sparsearch.schedulers._catalogue import create_scheduler, list_schedulers, register_scheduler
-from sparsearch.schedulers._local import epoch_reporter
+from sparsearch.schedulers._catalogue import (
+    SCHEDULERS,
+    create_scheduler,
+    list_schedulers,
+    register_scheduler,
+)
+from sparsearch.schedulers._hook import scheduler_hook
 from sparsearch.schedulers._records import RUNGS_ATTR, open_scheduler, save_rung
 from sparsearch.schedulers._rule import (
     RUNG_METRICS,
@@ -25,10 +32,10 @@ __all__ = [
     "RUNGS_ATTR",
     "RUNG_METRICS",
     "RungRecord",
+    "SCHEDULERS",
     "SuccessiveHalving",
     "create_scheduler",
     "crowding_distance",
-    "epoch_reporter",
     "list_schedulers",
     "mo_order",
     "non_dominated_fronts",
@@ -36,5 +43,6 @@ __all__ = [
     "register_scheduler",
     "rung_epochs",
     "save_rung",
+    "scheduler_hook",
     "survives",
 ]

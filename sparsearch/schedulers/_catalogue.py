@@ -8,24 +8,23 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from sparsearch.catalogue import Catalogue
 from sparsearch.schedulers._rule import SuccessiveHalving, rung_epochs
 
-__all__ = ["create_scheduler", "list_schedulers", "register_scheduler"]
+__all__ = ["SCHEDULERS", "create_scheduler", "list_schedulers", "register_scheduler"]
 
+# (min_epochs, max_epochs, eta) -> rung epochs per bracket.
 Factory = Callable[..., list[list[int]]]
-_SCHEDULERS: dict[str, Factory] = {}
+SCHEDULERS: Catalogue[Factory] = Catalogue("scheduler", field="search.scheduler")
 
 
 def register_scheduler(name: str) -> Callable[[Factory], Factory]:
     """Registers a factory ``(min_epochs, max_epochs, eta) -> rung epochs per bracket``."""
-    def add(factory: Factory) -> Factory:
-        _SCHEDULERS[name] = factory
-        return factory
-    return add
+    return SCHEDULERS.decorator(name)
 
 
 def list_schedulers() -> list[str]:
-    return sorted(_SCHEDULERS)
+    return SCHEDULERS.names()
 
 
 @register_scheduler("none")
@@ -62,7 +61,5 @@ def create_scheduler(name: str, *, min_epochs: int, max_epochs: int, eta: int,
         eta: reduction factor: the top 1/eta continue at each rung.
         objectives: the study's (metric, direction) pairs.
     """
-    if name not in _SCHEDULERS:
-        raise ValueError(f"search.scheduler must be one of {list_schedulers()}, got {name!r}")
-    brackets = _SCHEDULERS[name](min_epochs=min_epochs, max_epochs=max_epochs, eta=eta)
+    brackets = SCHEDULERS.get(name)(min_epochs=min_epochs, max_epochs=max_epochs, eta=eta)
     return SuccessiveHalving(brackets, eta=eta, objectives=objectives)

@@ -1,66 +1,65 @@
-"""The Ray runner's adapter: a Tune ``TrialScheduler`` that asks the same promotion rule.
+"""The Ray runner's adapter: a Tune ``TrialScheduler`` that asks the scheduler's hook.
 
-Each trainable reports after every epoch (``epoch_result``); ``RungScheduler`` runs in the
-driver, feeds rung epochs to the rule and answers STOP for a trial that lost there, so
-concurrent Ray trials are stopped by exactly the local runner's decision. A stopped trial's
-worker is ended by Tune mid-training and cannot record itself: ``stopped_result`` tells the
-driver's searcher that it was stopped (rather than interrupted) and what it measured, so
-the driver records it as the local runner would.
+On a Ray worker a trial's epoch reports are forwarded to Tune (``forward_epoch``, the
+workers' report hook); ``RungScheduler`` runs in the driver and passes each to the hook of
+``search.scheduler`` (``scheduler_hook``, the one the local runner calls in-process), and
+answers STOP when it says so. Concurrent Ray trials are thus stopped by exactly the local
+runner's decision. A stopped trial's worker is ended by Tune mid-training and cannot record
+itself: ``stopped_result`` tells the driver's searcher that Tune stopped it (rather than
+that the search was interrupted) and what it measured, so the driver records it.
 
 Tune pickles its scheduler into the experiment state, so the scheduler holds only the
-search key; the rule and the study it writes to are registered for this process with
-``register_rule`` (a restored experiment finds the rule rebuilt from the study).
+search key; the hook is registered for this process with ``register_hook``.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from typing import Any
 
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from sparsearch.evaluate import TrialResult, pruned_result
-from sparsearch.schedulers._records import rungs_of, save_rung
-from sparsearch.schedulers._rule import SuccessiveHalving
 
-__all__ = ["RungScheduler", "epoch_result", "register_rule", "stopped_result", "unregister_rule"]
+__all__ = ["RungScheduler", "forward_epoch", "register_hook", "stopped_result",
+           "unregister_hook"]
 
-# Keys of a per-epoch result (the final result of a trial has none of them).
+# Keys of a per-epoch result (a unit's final result has none of them).
 EPOCH = "sparsearch.epoch"
 RUNG_KEY = "sparsearch.rung_key"
 REPORTED = "sparsearch.reported"
 SERIES = "sparsearch.series"
 
-_RULES: dict[str, tuple[SuccessiveHalving, Any]] = {}
+_HOOKS: dict[str, Any] = {}
+_STOPPED: dict[str, set[str]] = {}
 
 
-def register_rule(session_key: str, rule: SuccessiveHalving, study: Any) -> None:
-    """Makes ``rule`` (writing its decisions to ``study``) the one of this search's scheduler."""
-    _RULES[session_key] = (rule, study)
+def register_hook(session_key: str, hook: Any) -> None:
+    """Makes ``hook`` (``scheduler_hook``; None: nothing stops) the one of this search."""
+    _HOOKS[session_key] = hook
+    _STOPPED[session_key] = set()
 
 
-def unregister_rule(session_key: str) -> None:
-    _RULES.pop(session_key, None)
+def unregister_hook(session_key: str) -> None:
+    _HOOKS.pop(session_key, None)
+    _STOPPED.pop(session_key, None)
 
 
-def epoch_result(*, key: int, epoch: int, reported: dict[str, float],
-                 series: list[tuple[str, float, int]], objectives: tuple[str, ...]) -> dict:
-    """What a trainable passes to ``tune.report`` after an epoch.
+def forward_epoch(key: int, epoch: int, reported: dict[str, float],
+                  series: list[tuple[str, float, int]]) -> bool:
+    """A Ray worker's report hook: the epoch goes to Tune; the driver decides (never here)."""
+    from ray import tune
 
-    Tune checks every result for the searcher's metrics, so each objective is present (NaN
-    where it is known only at the end).
-    """
-    return {**{m: float(reported.get(m, math.nan)) for m in objectives},
-            EPOCH: epoch, RUNG_KEY: key,
-            REPORTED: json.dumps(reported), SERIES: json.dumps(series)}
+    tune.report({EPOCH: epoch, RUNG_KEY: key, REPORTED: json.dumps(reported),
+                 SERIES: json.dumps(series)})
+    return False
 
 
 class RungScheduler(FIFOScheduler):
-    """Stops a trial at a rung when the search's promotion rule says so (FIFO otherwise).
+    """Stops a trial when the search's scheduler hook says so (FIFO otherwise).
 
     Args:
-        session_key: the search key its rule was registered under.
+        session_key: the search key its hook was registered under.
     """
 
     # A trial must not train on past a rung before its decision (TUNE_RESULT_BUFFER_LENGTH
@@ -72,34 +71,27 @@ class RungScheduler(FIFOScheduler):
         self._session_key = session_key
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
-        if EPOCH not in result:
+        hook = _HOOKS.get(self._session_key)
+        if hook is None or EPOCH not in result:
             return TrialScheduler.CONTINUE
-        rule, study = _RULES[self._session_key]
-        key = int(result[RUNG_KEY])
-        record = rule.decide(key, int(result[EPOCH]), json.loads(result[REPORTED]))
-        if record is None:
-            return TrialScheduler.CONTINUE
-        save_rung(study, key, record)
-        return TrialScheduler.CONTINUE if record.survived else TrialScheduler.STOP
+        series = [tuple(point) for point in json.loads(result[SERIES])]
+        if hook(int(result[RUNG_KEY]), int(result[EPOCH]), json.loads(result[REPORTED]),
+                series):
+            _STOPPED[self._session_key].add(trial.trial_id)
+            return TrialScheduler.STOP
+        return TrialScheduler.CONTINUE
 
 
-def stopped_result(study: Any, key: int,
+def stopped_result(session_key: str, trial_id: str,
                    result: dict | None) -> tuple[TrialResult, list] | None:
-    """(pruned result, metric series) when ``result`` is where the rule stopped trial ``key``.
-
-    None for anything else (a last result that is not a lost rung: the search was
-    interrupted, and the trial runs again on resume).
+    """(pruned result, metric series) of a Tune trial ``RungScheduler`` stopped, else None.
 
     Args:
-        study: the Optuna study (``RungScheduler`` wrote the trial's rung records there).
-        key: the trial's stable key (still RUNNING in the study).
-        result: Tune's last result of the trial.
+        session_key: the search key.
+        trial_id: the Tune trial.
+        result: its last result (the epoch it was stopped at).
     """
-    if not result or EPOCH not in result:
-        return None
-    epoch = int(result[EPOCH])
-    record = rungs_of(study, key).get(str(epoch))
-    if record is None or record["survived"]:
+    if trial_id not in _STOPPED.get(session_key, set()) or not result:
         return None
     series = [tuple(point) for point in json.loads(result[SERIES])]
-    return pruned_result(epoch, json.loads(result[REPORTED])), series
+    return pruned_result(int(result[EPOCH]), json.loads(result[REPORTED])), series

@@ -12,13 +12,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from sparsearch import mlflow_keys as keys
 from sparsearch.schedulers._catalogue import create_scheduler
 from sparsearch.schedulers._rule import RungRecord, SuccessiveHalving
 from sparsearch.search.study import trial_key
 
 __all__ = ["RUNGS_ATTR", "open_scheduler", "rungs_of", "save_rung"]
 
-RUNGS_ATTR = "sparsearch.rungs"
+RUNGS_ATTR = keys.RUNGS
 
 
 def open_scheduler(search: Any, *, max_epochs: int, objectives: Sequence[tuple[str, str]],

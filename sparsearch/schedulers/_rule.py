@@ -16,7 +16,7 @@ runner adapters (``_local``, ``_ray``) feed it and persist what it decided.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from sparsearch.pareto import to_minimisation
@@ -86,7 +86,7 @@ def mo_order(points: Sequence[Sequence[float]], directions: Sequence[str], *,
     return order
 
 
-def survives(rung: dict[int, Sequence[float]], key: int, *, directions: Sequence[str],
+def survives(rung: Mapping[int, Sequence[float]], key: int, *, directions: Sequence[str],
              eta: int) -> bool:
     """Whether trial ``key`` continues past a rung whose records (key -> values) include it.
 

@@ -12,13 +12,18 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from sparsearch import mlflow_keys as keys
 from sparsearch.evaluate import EvalContext, TrialResult
 from sparsearch.spec import SubnetSpec
 
-__all__ = ["TrialJob", "TrialReport", "load_trial_model", "record_stopped_trial", "run_trial",
-           "trial_dir"]
+if TYPE_CHECKING:
+    from sparsearch.search.work import Worker
+    from sparsearch.tracking import Tracker
+
+__all__ = ["TrialJob", "TrialReport", "TrialUnit", "load_trial_model", "record_stopped_trial",
+           "run_trial", "trial_dir"]
 
 # report(epoch, metrics, series so far) -> True to stop the trial there (see ``evaluate``).
 TrialReport = Callable[[int, dict[str, float], list[tuple[str, float, int]]], bool]
@@ -48,6 +53,39 @@ class TrialJob:
     search_key: str
     parent_run_id: str
     extra_params: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class TrialUnit:
+    """The unit of work of one trial (``search/work.py``): train, score and record a spec.
+
+    Attributes:
+        spec: the subnet.
+        key, number: as in ``TrialJob``.
+        extra_params: added to the child run's params (the strategy and its settings).
+        model: model options that replace the search's (a DASS cell genotype), or None.
+    """
+
+    spec: SubnetSpec
+    key: int
+    number: int
+    extra_params: dict[str, Any]
+    model: dict[str, Any] | None = None
+
+    def job(self, worker: Worker) -> TrialJob:
+        env = worker.env
+        ctx = replace(env.ctx, model=self.model) if self.model else env.ctx
+        return TrialJob(spec=self.spec, key=self.key, number=self.number, ctx=ctx,
+                        run_dir=env.run_dir, tracking_uri=env.tracking_uri,
+                        experiment=env.experiment, search_key=env.search_key,
+                        parent_run_id=env.parent_run_id, extra_params=self.extra_params)
+
+    def execute(self, worker: Worker) -> TrialResult:
+        # Multi-fidelity seam (search/work.py): per-epoch reports go to worker.report.
+        report = (None if worker.on_report is None
+                  else lambda epoch, metrics, series: worker.report(self.key, epoch, metrics,
+                                                                   series))
+        return run_trial(self.job(worker), tracker=worker.tracker, report=report)
 
 
 def trial_dir(run_dir: str | Path, key: int) -> Path:
@@ -89,20 +127,20 @@ def load_trial_model(job_ctx: EvalContext, run_dir: str | Path, key: int) -> Any
 RUN_STATUS = {"complete": "FINISHED", "pruned": "KILLED", "failed": "FAILED"}
 
 
-def _record(tracker: Any, run_id: str, *, folder: Path, number: int, result: TrialResult,
+def _record(tracker: Tracker, run_id: str, *, folder: Path, number: int, result: TrialResult,
             series: list[tuple[str, float, int]]) -> None:
     """result.json, then the run's metrics, series and tags, and its end status."""
     (folder / "result.json").write_text(json.dumps(result.to_dict(), indent=1))
     tracker.record(run_id, metrics=result.metrics, series=series, tags={
-        "sparsearch.status": result.status, "sparsearch.optuna_number": number,
-        **({"sparsearch.fail_reason": result.reason}
+        keys.STATUS: result.status, keys.OPTUNA_NUMBER: number,
+        **({keys.FAIL_REASON: result.reason}
            if result.reason and result.status == "failed" else {}),
-        **({"sparsearch.stopped_at_epoch": int(result.metrics["stopped_at_epoch"])}
+        **({keys.STOPPED_AT_EPOCH: int(result.metrics["stopped_at_epoch"])}
            if result.status == "pruned" else {})})
     tracker.end_run(run_id, RUN_STATUS[result.status])
 
 
-def record_stopped_trial(tracker: Any, *, run_dir: str | Path, search_key: str, key: int,
+def record_stopped_trial(tracker: Tracker, *, run_dir: str | Path, search_key: str, key: int,
                          number: int, result: TrialResult,
                          series: list[tuple[str, float, int]]) -> None:
     """Records a trial a scheduler stopped on a Ray worker, where it could not (see ray runner)."""
@@ -112,7 +150,7 @@ def record_stopped_trial(tracker: Any, *, run_dir: str | Path, search_key: str, 
     _record(tracker, run_id, folder=folder, number=number, result=result, series=series)
 
 
-def run_trial(job: TrialJob, *, tracker: Any = None,
+def run_trial(job: TrialJob, *, tracker: Tracker | None = None,
               report: TrialReport | None = None) -> TrialResult:
     """Evaluates ``job.spec`` and records it; returns the TrialResult.
 
@@ -128,7 +166,7 @@ def run_trial(job: TrialJob, *, tracker: Any = None,
     tracker = tracker or Tracker(job.tracking_uri, job.experiment)
     run_id = tracker.trial_run(parent_id=job.parent_run_id, search_key=job.search_key,
                                trial_key=job.key, run_name=f"trial-{job.key:04d}",
-                               tags={"sparsearch.spec": job.spec.to_json()})
+                               tags={keys.SPEC: job.spec.to_json()})
     tracker.log_params(run_id, {**job.spec.flat_params(), **job.extra_params})
     folder = trial_dir(job.run_dir, job.key)
     folder.mkdir(parents=True, exist_ok=True)

@@ -3,56 +3,59 @@
 
 from __future__ import annotations
 
+import json
+from types import SimpleNamespace
+
 import optuna
 from ray.tune.schedulers import TrialScheduler
 
-from sparsearch.schedulers import open_scheduler
+from sparsearch.schedulers import scheduler_hook
 from sparsearch.schedulers._ray import (
+    EPOCH,
+    REPORTED,
+    RUNG_KEY,
+    SERIES,
     RungScheduler,
-    epoch_result,
-    register_rule,
+    register_hook,
     stopped_result,
-    unregister_rule,
+    unregister_hook,
 )
 
+SEARCH = SimpleNamespace(scheduler="asha", min_epochs=1, eta=3)
 
-class _Search:
-    scheduler, min_epochs, eta = "asha", 1, 3
+
+def _result(key: int, epoch: int, accuracy: float) -> dict:
+    # What forward_epoch hands tune.report on a worker.
+    return {EPOCH: epoch, RUNG_KEY: key, SERIES: json.dumps([["val_accuracy", accuracy, 1]]),
+            REPORTED: json.dumps({"accuracy": accuracy, "density": 0.5, "max_epochs": 9.0})}
 
 
 def test_scheduler_stops_the_rung_loser_and_the_driver_can_tell_it_was_stopped(tmp_path):
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'o.db'}",
                                 directions=["maximize", "minimize"])
-    objectives = [("accuracy", "max"), ("density", "min")]
-    register_rule("k", open_scheduler(_Search, max_epochs=9, objectives=objectives,
-                                      study=study), study)
+    register_hook("k", scheduler_hook(SEARCH, max_epochs=9, study=study,
+                                      objectives=[("accuracy", "max"), ("density", "min")]))
     try:
         scheduler = RungScheduler("k")
-        numbers = [study.ask().number for _ in range(2)]
-        series = [("val_accuracy", 0.5, 1)]
-
-        def result(number: int, epoch: int, accuracy: float) -> dict:
-            return epoch_result(key=number, epoch=epoch,
-                                reported={"accuracy": accuracy, "density": 0.5,
-                                          "max_epochs": 9.0},
-                                series=series, objectives=("accuracy", "density"))
-
-        first, second = result(numbers[0], 1, 0.9), result(numbers[1], 1, 0.5)
-        assert scheduler.on_trial_result(None, None, first) == TrialScheduler.CONTINUE
-        assert scheduler.on_trial_result(None, None, second) == TrialScheduler.STOP
-        # Not a rung, and a trial's final result (no epoch): no decision.
-        assert scheduler.on_trial_result(None, None, result(numbers[0], 2, 0.1)) == \
+        keys = [study.ask().number for _ in range(2)]
+        tune_trials = [SimpleNamespace(trial_id=f"t{k}") for k in keys]
+        first, second = _result(keys[0], 1, 0.9), _result(keys[1], 1, 0.5)
+        assert scheduler.on_trial_result(None, tune_trials[0], first) == TrialScheduler.CONTINUE
+        assert scheduler.on_trial_result(None, tune_trials[1], second) == TrialScheduler.STOP
+        # Not a rung, and a unit's final result (no epoch): no decision.
+        assert scheduler.on_trial_result(None, tune_trials[0], _result(keys[0], 2, 0.1)) == \
             TrialScheduler.CONTINUE
-        assert scheduler.on_trial_result(None, None, {"accuracy": 0.1}) == \
+        assert scheduler.on_trial_result(None, tune_trials[0], {"accuracy": 0.1}) == \
             TrialScheduler.CONTINUE
 
-        stopped = stopped_result(study, numbers[1], second)
+        stopped = stopped_result("k", "t1", second)
         assert stopped is not None
-        pruned, kept_series = stopped
+        pruned, series = stopped
         assert pruned.status == "pruned" and pruned.metrics["stopped_at_epoch"] == 1
-        assert pruned.metrics["accuracy"] == 0.5 and kept_series == series
+        assert pruned.metrics["accuracy"] == 0.5 and series == [("val_accuracy", 0.5, 1)]
+        assert study.get_trials()[keys[1]].user_attrs["sparsearch.rungs"]["1"]["survived"] is False
         # The survivor's last result, or an interrupted trial's, is not a stop.
-        assert stopped_result(study, numbers[0], first) is None
-        assert stopped_result(study, numbers[0], None) is None
+        assert stopped_result("k", "t0", first) is None
+        assert stopped_result("k", "t0", None) is None
     finally:
-        unregister_rule("k")
+        unregister_hook("k")
