@@ -119,8 +119,14 @@ class DassConfig:
     # Supernet batch size (null: the subnets' training batch size); larger batches mean
     # fewer mask updates per epoch, so a faster search.
     batch_size: int | None = None
+    # Part of the train split held out for alpha and every DARTS-PT decision (DARTS: half);
+    # the weights and scores train on the rest. The val split only scores derived subnets.
+    alpha_fraction: float = 0.5
 
     def __post_init__(self) -> None:
+        if not 0.0 < self.alpha_fraction < 1.0:
+            raise ConfigError(f"search.dass.alpha_fraction must be in (0, 1), got "
+                              f"{self.alpha_fraction}")
         for key in ("warmup_epochs", "search_epochs", "finetune_epochs", "pt_tune_epochs"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"search.dass.{key} must be >= 0, got {getattr(self, key)}")

@@ -26,7 +26,12 @@ from sparsearch.search.dass import (
     search_lambda,
     warm_up,
 )
-from sparsearch.search.dass.bilevel import AlphaSettings, BilevelTrainer, supernet_accuracy
+from sparsearch.search.dass.bilevel import (
+    AlphaSettings,
+    BilevelTrainer,
+    split_for_alpha,
+    supernet_accuracy,
+)
 from sparsearch.search.dass.retrain import dass_front, training_variants, variant_spec
 from sparsearch.search.dass.sweep import next_step
 from sparsearch.space import load_space, parse_space
@@ -122,12 +127,67 @@ def test_alpha_follows_the_cost_term_alone(digits):
     net = MacroSupernet(build_model(ctx), {"fc2": (Candidate("unstructured", sparsity=0.2),
                                                    Candidate("unstructured", sparsity=0.9))},
                         example=digits.train[0][:1])
-    trainer = BilevelTrainer(net, digits, settings=TrainSettings(batch_size=64),
+    weights_data, alpha_data = split_for_alpha(digits.train, fraction=0.5, seed=0)
+    trainer = BilevelTrainer(net, weights_data=weights_data, alpha_data=alpha_data,
+                             settings=TrainSettings(batch_size=64),
                              alpha=AlphaSettings(lr=0.1, lam=100.0, cost="density"),
                              generator=torch.Generator().manual_seed(0))
-    trainer.run_phase("search", 1)
+    trainer.run_phase("warmup", 1)
+    # masks are off in the warm-up: alpha takes no step there
+    assert trainer.alpha_steps == 0 and trainer.steps > 0
+    assert torch.equal(net.alpha("fc2").detach(), torch.zeros(2))
+    warm_steps = trainer.steps
+    trainer.run_phase("search", 2)  # half the train split: half the steps of an epoch
+    assert trainer.alpha_steps == trainer.steps - warm_steps
     p = net.probs("fc2")
     assert p[1] > 0.9  # the sparse op wins when the cost dominates
+
+
+def _rows(x: torch.Tensor) -> set[bytes]:
+    return {row.numpy().tobytes() for row in x.detach().cpu().flatten(1)}
+
+
+def test_alpha_and_pt_never_see_a_validation_or_test_sample(digits):
+    ctx = context(digits, train_samples=256)
+    dass = DassConfig(levels=2, warmup_epochs=1, search_epochs=1, finetune_epochs=1,
+                      alpha_lr=0.05, derive="pt", pt_tune_epochs=1)
+    plan = plan_for(ctx, levels=2)
+    train = ctx.data.train
+    weights_part, alpha_part = split_for_alpha(train, fraction=dass.alpha_fraction,
+                                               seed=ctx.seed)
+    weight_rows, alpha_rows = _rows(weights_part[0]), _rows(alpha_part[0])
+    assert not weight_rows & alpha_rows and len(weight_rows) + len(alpha_rows) >= 250
+    # digits repeats a few images across splits: a row is "val/test" only if train lacks it
+    held_back = (_rows(digits.val[0]) | _rows(digits.test[0])) - _rows(train[0])
+    seen: list[set[bytes]] = []
+    alpha_batches: list[set[bytes]] = []
+    hooked: set[int] = set()
+
+    def record(module, inputs):
+        # Every forward of the supernet (weights, alpha, PT accuracy, PT tuning) is recorded;
+        # alpha's gradient hook marks the batch alpha was trained on: the last one seen.
+        if not isinstance(module, MacroSupernet):
+            return
+        seen.append(_rows(inputs[0]))
+        if id(module) not in hooked:
+            hooked.add(id(module))
+            for alpha in module.arch_parameters():
+                alpha.register_hook(lambda g: alpha_batches.append(seen[-1]) or g)
+
+    handle = torch.nn.modules.module.register_module_forward_pre_hook(record)
+    try:
+        warm = warm_up(plan, ctx, dass)
+        out = search_lambda(LambdaJob(lam=1.0, key=0, plan=plan, ctx=ctx, dass=dass,
+                                      warm_state=warm))
+    finally:
+        handle.remove()
+    assert out.status == "derived" and out.snapshot["pt_accuracy_without"]
+    everything = set().union(*seen)
+    assert everything <= _rows(train[0]) and not everything & held_back
+    # alpha trained on the held-out part only, and it did train
+    assert alpha_batches and set().union(*alpha_batches) <= alpha_rows - weight_rows
+    # PT's accuracies come from the held-out part: full-batch forwards of exactly it
+    assert any(rows == alpha_rows for rows in seen)
 
 
 def test_second_order_step_moves_alpha(digits):

@@ -6,11 +6,13 @@
 - pt (DARTS-PT, Wang et al., "Rethinking Architecture Selection in Differentiable NAS",
   ICLR 2021, arXiv 2108.04392, ``sota/cnn/projection.py``): decisions in random order; for
   each, mask out one candidate at a time (its weight set to 0, the others kept) and measure
-  the supernet's validation accuracy ACC\\o; keep ``o* = argmin_o ACC\\o``, the candidate
-  whose removal hurts most; fix the decision to it and fine-tune the supernet
-  (``tune``). Cells then select their topology the same way: per node, repeatedly drop the
-  incoming edge whose removal leaves the *highest* accuracy until 2 remain. The supernet is
-  the masked (pruned) one, as DARTS-PT's note for sparse supernets asks.
+  the supernet's accuracy ACC\\o on held-out data (in a search: the part of the train
+  split alpha trains on, never the val split that scores the derived subnets); keep
+  ``o* = argmin_o ACC\\o``, the candidate whose removal hurts most; fix the decision to it
+  and fine-tune the supernet (``tune``). Cells then select their topology the same way:
+  per node, repeatedly drop the incoming edge whose removal leaves the *highest* accuracy
+  until 2 remain. The supernet is the masked (pruned) one, as DARTS-PT's note for sparse
+  supernets asks.
 """
 
 from __future__ import annotations
@@ -88,7 +90,7 @@ def derive_pt(net: Supernet, *, accuracy: Callable[[], float], tune: Callable[[]
 
     Args:
         net: the trained supernet; its overrides end one-hot (and edges dropped).
-        accuracy: validation accuracy of the supernet as it is now.
+        accuracy: held-out accuracy of the supernet as it is now.
         tune: fine-tunes the supernet after each decision.
         seed: order of the decisions.
     """

@@ -25,6 +25,7 @@ from sparsearch.search.dass.bilevel import (
     AlphaSettings,
     BilevelTrainer,
     DeadlineReached,
+    split_for_alpha,
     supernet_accuracy,
 )
 from sparsearch.search.dass.derive import derive_argmax, derive_pt, genotype_of
@@ -117,7 +118,14 @@ def _trainer(net: Supernet, ctx: EvalContext, plan: SupernetPlan, dass: DassConf
              lam: float, deadline: float | None, seed_offset: int) -> BilevelTrainer:
     settings = _settings(plan.base, ctx, dass)
     generator = torch.Generator().manual_seed(ctx.seed + seed_offset)
-    return BilevelTrainer(net, ctx.data.to(_device(ctx.device)), settings=settings,
+    # Only the train split goes in: the val split scores derived subnets, the test split
+    # the front, so neither may steer alpha or a PT decision.
+    train = ctx.data.train
+    device = _device(ctx.device)
+    weights_data, alpha_data = split_for_alpha((train[0].to(device), train[1].to(device)),
+                                               fraction=dass.alpha_fraction, seed=ctx.seed)
+    return BilevelTrainer(net, weights_data=weights_data, alpha_data=alpha_data,
+                          settings=settings,
                           alpha=AlphaSettings(lr=dass.alpha_lr, lam=lam, cost=dass.cost,
                                               second_order=dass.second_order),
                           generator=generator, deadline=deadline)
@@ -166,9 +174,9 @@ def search_lambda(job: LambdaJob) -> LambdaOutcome:
                                     "cost": dass.cost, "expected_cost": expected,
                                     "decisions": net.snapshot()}
         if dass.derive == "pt":
-            val = trainer.data.val
+            held_out = trainer.alpha_data
             derivation = derive_pt(
-                net, accuracy=lambda: supernet_accuracy(net, val),
+                net, accuracy=lambda: supernet_accuracy(net, held_out),
                 tune=lambda: trainer.run_phase("finetune", dass.pt_tune_epochs),
                 seed=ctx.seed + job.key)
             snapshot["pt_accuracy_without"] = derivation.pt
