@@ -122,6 +122,9 @@ class DassConfig:
     # Part of the train split held out for alpha and every DARTS-PT decision (DARTS: half);
     # the weights and scores train on the rest. The val split only scores derived subnets.
     alpha_fraction: float = 0.5
+    # Scale the phase epochs down when the warm-up and the first lambda would not fit in
+    # half of search.timeout_s (measured on the first supernet steps); false: only warn.
+    fit_budget: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 < self.alpha_fraction < 1.0:

@@ -161,7 +161,7 @@ def test_alpha_and_pt_never_see_a_validation_or_test_sample(digits):
     held_back = (_rows(digits.val[0]) | _rows(digits.test[0])) - _rows(train[0])
     seen: list[set[bytes]] = []
     alpha_batches: list[set[bytes]] = []
-    hooked: set[int] = set()
+    hooked: list[MacroSupernet] = []  # kept alive: a freed supernet's id may come back
 
     def record(module, inputs):
         # Every forward of the supernet (weights, alpha, PT accuracy, PT tuning) is recorded;
@@ -169,8 +169,8 @@ def test_alpha_and_pt_never_see_a_validation_or_test_sample(digits):
         if not isinstance(module, MacroSupernet):
             return
         seen.append(_rows(inputs[0]))
-        if id(module) not in hooked:
-            hooked.add(id(module))
+        if not any(module is known for known in hooked):
+            hooked.append(module)
             for alpha in module.arch_parameters():
                 alpha.register_hook(lambda g: alpha_batches.append(seen[-1]) or g)
 

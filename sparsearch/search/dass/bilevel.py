@@ -167,8 +167,14 @@ class BilevelTrainer:
         self.alpha_opt.step()
         self.alpha_steps += 1
 
-    def run_phase(self, phase: str, epochs: int, *, train_alpha: bool = True) -> None:
-        """Trains ``epochs`` epochs of one DASS phase (warmup | search | finetune).
+    def batches_per_epoch(self) -> int:
+        return math.ceil(len(self.weights_data[1]) / self.settings.batch_size)
+
+    def run_phase(self, phase: str, epochs: float) -> None:
+        """Trains one DASS phase (warmup | search | finetune) for ``epochs`` epochs.
+
+        A fraction of an epoch is allowed (rounded to whole steps, at least one): a budget
+        fitted to ``search.timeout_s`` may leave less than one epoch for a phase.
 
         Raises:
             DeadlineReached: the deadline passed.
@@ -181,8 +187,9 @@ class BilevelTrainer:
                  else self.net.weight_parameters())
         optimizer = make_optimizer(inner, self.settings)
         # Warm-up is dense: alpha only weighs masks, which are off, so it has no gradient.
-        step_alpha = train_alpha and phase != "warmup"
-        for _ in range(epochs):
+        step_alpha = phase != "warmup"
+        left = max(round(epochs * self.batches_per_epoch()), 1)
+        while left > 0:
             for batch in iterate_batches(self.weights_data, self.settings.batch_size,
                                          generator=self.generator):
                 if self.deadline is not None and time.time() >= self.deadline:
@@ -196,6 +203,9 @@ class BilevelTrainer:
                 nn.utils.clip_grad_norm_(inner, GRAD_CLIP)
                 optimizer.step()
                 self.steps += 1
+                left -= 1
+                if left == 0:
+                    break
 
 
 @torch.no_grad()

@@ -34,7 +34,8 @@ from sparsearch.sparsity.masking import prunable_layers
 from sparsearch.spec import SubnetSpec
 from sparsearch.train import TrainSettings
 
-__all__ = ["LambdaJob", "LambdaOutcome", "build_supernet", "search_lambda", "warm_up"]
+__all__ = ["LambdaJob", "LambdaOutcome", "build_supernet", "device_of", "make_trainer",
+           "search_lambda", "warm_up"]
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,7 @@ def build_supernet(plan: SupernetPlan, ctx: EvalContext) -> Supernet:
     return MacroSupernet(backbone, plan.choices, example=ctx.data.train[0][:1])
 
 
-def _device(name: str) -> torch.device:
+def device_of(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
@@ -114,14 +115,15 @@ def _settings(spec: SubnetSpec, ctx: EvalContext, dass: DassConfig) -> TrainSett
                          batch_size=int(dass.batch_size or train["batch_size"]))
 
 
-def _trainer(net: Supernet, ctx: EvalContext, plan: SupernetPlan, dass: DassConfig, *,
-             lam: float, deadline: float | None, seed_offset: int) -> BilevelTrainer:
+def make_trainer(net: Supernet, ctx: EvalContext, plan: SupernetPlan, dass: DassConfig, *,
+                 lam: float, deadline: float | None, seed_offset: int) -> BilevelTrainer:
+    """The bi-level trainer of ``net`` at cost weight ``lam`` (batch order: seed + offset)."""
     settings = _settings(plan.base, ctx, dass)
     generator = torch.Generator().manual_seed(ctx.seed + seed_offset)
     # Only the train split goes in: the val split scores derived subnets, the test split
     # the front, so neither may steer alpha or a PT decision.
     train = ctx.data.train
-    device = _device(ctx.device)
+    device = device_of(ctx.device)
     weights_data, alpha_data = split_for_alpha((train[0].to(device), train[1].to(device)),
                                                fraction=dass.alpha_fraction, seed=ctx.seed)
     return BilevelTrainer(net, weights_data=weights_data, alpha_data=alpha_data,
@@ -140,8 +142,8 @@ def warm_up(plan: SupernetPlan, ctx: EvalContext, dass: DassConfig, *,
     """
     if ctx.threads:
         torch.set_num_threads(int(ctx.threads))
-    net = build_supernet(plan, ctx).to(_device(ctx.device))
-    trainer = _trainer(net, ctx, plan, dass, lam=0.0, deadline=deadline, seed_offset=0)
+    net = build_supernet(plan, ctx).to(device_of(ctx.device))
+    trainer = make_trainer(net, ctx, plan, dass, lam=0.0, deadline=deadline, seed_offset=0)
     trainer.run_phase("warmup", dass.warmup_epochs)
     return {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
 
@@ -160,11 +162,11 @@ def search_lambda(job: LambdaJob) -> LambdaOutcome:
     ctx, dass, plan = job.ctx, job.dass, job.plan
     if ctx.threads:
         torch.set_num_threads(int(ctx.threads))
-    device = _device(ctx.device)
+    device = device_of(ctx.device)
     net = build_supernet(plan, ctx).to(device)
     net.load_state_dict(job.warm_state)
     net.reset_scores()
-    trainer = _trainer(net, ctx, plan, dass, lam=job.lam, deadline=job.deadline,
+    trainer = make_trainer(net, ctx, plan, dass, lam=job.lam, deadline=job.deadline,
                        seed_offset=1 + job.key)
     try:
         trainer.run_phase("search", dass.search_epochs)

@@ -31,6 +31,7 @@ from typing import Any
 import torch
 
 from sparsearch.evaluate import EvalContext, TrialResult
+from sparsearch.search.dass.budget import plan_budget
 from sparsearch.search.dass.job import LambdaJob, LambdaOutcome, build_supernet, search_lambda
 from sparsearch.search.dass.job import warm_up as dense_warm_up
 from sparsearch.search.dass.plan import SupernetPlan, fixed_values, plan_supernet
@@ -261,6 +262,10 @@ def run_dass(setup: SearchSetup, study: Any, *, tracker: Any, parent_run_id: str
     cfg = setup.cfg.search
     deadline = time.time() + cfg.timeout_s if cfg.timeout_s is not None else None
     plans = {0: check_dass(setup)}
+    # Measured before the warm-up spends the budget; with fit_budget, scaled epochs.
+    dass = plan_budget(plans[0], setup.ctx, cfg.dass, timeout_s=cfg.timeout_s)
+    setup = replace(setup, cfg=replace(setup.cfg, search=replace(cfg, dass=dass)))
+    cfg = setup.cfg.search
     points = sweep_points(study)
 
     def budget_left() -> bool:
