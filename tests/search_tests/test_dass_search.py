@@ -304,3 +304,62 @@ def test_retrain_variants_and_front():
     # retrains take no part in the sweep
     assert next_step([0.0, 1.0, 2.0, 4.0], points, refine=True, min_cost=0.1) == \
         next_step([0.0, 1.0, 2.0, 4.0], points[:4], refine=True, min_cost=0.1)
+
+
+def test_cost_aware_pt_trades_the_accuracy_drop_against_the_kept_cost(digits):
+    net = MacroSupernet(trained_mlp(digits), {"fc1": (Candidate("unstructured", sparsity=0.99),
+                                                      Candidate("dense"))},
+                        example=digits.train[0][:1])
+    net.set_phase("finetune")
+    plain = derive_pt(net, accuracy=lambda: supernet_accuracy(net, digits.val),
+                      tune=lambda: None, seed=0)
+    net.overrides.clear()
+    priced = derive_pt(net, accuracy=lambda: supernet_accuracy(net, digits.val),
+                       tune=lambda: None, seed=0, lam=4.0, cost="density")
+    assert plain.choices["fc1"] == 1 and not plain.pt_cost  # removing dense hurts most
+    sparse_cost, dense_cost = priced.pt_cost["fc1"]
+    assert dense_cost == pytest.approx(1.0) and sparse_cost < 0.6
+    # 4 * (1 - 0.54) outweighs the accuracy the dense candidate holds up
+    assert priced.choices["fc1"] == 0
+
+
+def test_pt_scores_on_batch_statistics_and_leaves_the_running_ones(digits):
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    net = CellSupernet(in_shape=digits.in_shape, num_classes=10, init_channels=4, cells=2,
+                       sparsities=(0.5, 0.9))
+    net.set_phase("finetune")
+    pair = (digits.val[0][:64], digits.val[1][:64])
+    norms = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    modes: list[bool] = []
+    handles = [m.register_forward_pre_hook(lambda m, _: modes.append(m.training))
+               for m in norms]
+    supernet_accuracy(net, pair, batch_stats=True)
+    for h in handles:
+        h.remove()
+    assert modes and all(modes)  # every BN normalised with the batch's statistics
+    after = net.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert not any(m.training for m in net.modules())
+
+
+def test_a_phase_can_run_at_another_lr(digits):
+    def one_step(lr: float | None) -> torch.Tensor:
+        torch.manual_seed(0)
+        net = MacroSupernet(build_model(context(digits)),
+                            {"fc1": (Candidate("unstructured", sparsity=0.5),)},
+                            example=digits.train[0][:1])
+        weights_data, alpha_data = split_for_alpha(digits.train, fraction=0.5, seed=0)
+        trainer = BilevelTrainer(net, weights_data=weights_data, alpha_data=alpha_data,
+                                 settings=TrainSettings(lr=1e-2, optimizer="adam",
+                                                        batch_size=64),
+                                 alpha=AlphaSettings(lr=0.1, lam=0.0, cost="density"),
+                                 generator=torch.Generator().manual_seed(0))
+        head = net.backbone.head.weight.detach().clone()
+        trainer.run_phase("finetune", 1 / trainer.batches_per_epoch(), lr=lr)
+        assert trainer.steps == 1
+        return (net.backbone.head.weight.detach() - head).abs().max()
+
+    # Adam's first step moves each weight by about lr: a tenth of the lr, a tenth the step
+    assert float(one_step(1e-3) / one_step(None)) == pytest.approx(0.1, rel=1e-3)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -170,11 +170,12 @@ class BilevelTrainer:
     def batches_per_epoch(self) -> int:
         return math.ceil(len(self.weights_data[1]) / self.settings.batch_size)
 
-    def run_phase(self, phase: str, epochs: float) -> None:
+    def run_phase(self, phase: str, epochs: float, *, lr: float | None = None) -> None:
         """Trains one DASS phase (warmup | search | finetune) for ``epochs`` epochs.
 
         A fraction of an epoch is allowed (rounded to whole steps, at least one): a budget
-        fitted to ``search.timeout_s`` may leave less than one epoch for a phase.
+        fitted to ``search.timeout_s`` may leave less than one epoch for a phase. ``lr``
+        overrides the lower level's learning rate (DARTS-PT tunes at a tenth of it).
 
         Raises:
             DeadlineReached: the deadline passed.
@@ -185,7 +186,8 @@ class BilevelTrainer:
         self.net.set_phase(phase)
         inner = (self.net.score_parameters() if phase == "search"
                  else self.net.weight_parameters())
-        optimizer = make_optimizer(inner, self.settings)
+        optimizer = make_optimizer(
+            inner, self.settings if lr is None else replace(self.settings, lr=lr))
         # Warm-up is dense: alpha only weighs masks, which are off, so it has no gradient.
         step_alpha = phase != "warmup"
         left = max(round(epochs * self.batches_per_epoch()), 1)
@@ -209,10 +211,27 @@ class BilevelTrainer:
 
 
 @torch.no_grad()
-def supernet_accuracy(supernet: nn.Module, pair: Batch, *, batch_size: int = 1024) -> float:
-    """Top-1 accuracy of the supernet (with its current overrides) on a split."""
+def supernet_accuracy(supernet: nn.Module, pair: Batch, *, batch_size: int = 1024,
+                      batch_stats: bool = False) -> float:
+    """Top-1 accuracy of the supernet (with its current overrides) on a split.
+
+    ``batch_stats`` normalises with each batch's statistics, as DARTS-PT evaluates its
+    supernet (BN in train mode): running statistics gathered while every candidate was
+    mixed describe no single candidate, so ACC\\o would measure the stale statistics.
+    Dropout stays off and the running statistics are left as they were.
+    """
     supernet.eval()
-    correct = 0
-    for inputs, targets in iterate_batches(pair, batch_size):
-        correct += int((supernet(inputs).argmax(dim=1) == targets).sum())
+    norms = [m for m in supernet.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [{k: v.clone() for k, v in m.named_buffers()} for m in norms] if batch_stats else []
+    for m in norms:
+        m.train(batch_stats)
+    try:
+        correct = 0
+        for inputs, targets in iterate_batches(pair, batch_size):
+            correct += int((supernet(inputs).argmax(dim=1) == targets).sum())
+    finally:
+        for m, buffers in zip(norms, saved):
+            for k, v in m.named_buffers():
+                v.copy_(buffers[k])
+        supernet.eval()
     return correct / max(len(pair[1]), 1)

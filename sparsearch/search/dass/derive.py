@@ -12,7 +12,10 @@
   and fine-tune the supernet (``tune``). Cells then select their topology the same way:
   per node, repeatedly drop the incoming edge whose removal leaves the *highest* accuracy
   until 2 remain. The supernet is the masked (pruned) one, as DARTS-PT's note for sparse
-  supernets asks.
+  supernets asks. On a choice among sparsity levels, removing the denser mask always hurts
+  most, so the plain criterion ignores what DASS optimises; there PT keeps
+  ``o* = argmin_o ACC\\o + lambda * cost_o`` (``cost_o``: the supernet's E[cost] with the
+  decision fixed to o, dense = 1), the same cost weight lambda as alpha's objective.
 """
 
 from __future__ import annotations
@@ -38,11 +41,13 @@ class Derivation:
         choices: candidate index per decision.
         edges: kept edge indices per cell kind (cell supernets only).
         pt: accuracy with each candidate removed, per decision (derive=pt only).
+        pt_cost: cost with each candidate kept, per sparsity decision (cost-aware PT only).
     """
 
     choices: dict[str, int]
     edges: dict[str, list[int]] = field(default_factory=dict)
     pt: dict[str, list[float | None]] = field(default_factory=dict)
+    pt_cost: dict[str, list[float]] = field(default_factory=dict)
 
 
 def node_edges(node: int) -> list[int]:
@@ -84,8 +89,18 @@ def _current(net: Supernet, decision: str) -> torch.Tensor:
     return net.overrides.get(decision, net.probs(decision))
 
 
+def _kept_costs(net: Supernet, decision: str, cost: str) -> list[float]:
+    base = _current(net, decision)
+    costs = []
+    for i in range(len(base)):
+        net.set_override(decision, net.one_hot(decision, i))
+        costs.append(float(net.expected_cost(cost).detach()))
+    net.set_override(decision, base)
+    return costs
+
+
 def derive_pt(net: Supernet, *, accuracy: Callable[[], float], tune: Callable[[], None],
-              seed: int) -> Derivation:
+              seed: int, lam: float = 0.0, cost: str = "density") -> Derivation:
     """DARTS-PT's perturbation-based selection (operations, then cell topology).
 
     Args:
@@ -93,12 +108,16 @@ def derive_pt(net: Supernet, *, accuracy: Callable[[], float], tune: Callable[[]
         accuracy: held-out accuracy of the supernet as it is now.
         tune: fine-tunes the supernet after each decision.
         seed: order of the decisions.
+        lam: the cost weight of sparsity decisions (0: DARTS-PT's plain criterion).
+        cost: the cost the weight applies to (density | flops).
     """
     rng = random.Random(seed)
     order = net.decisions()
     rng.shuffle(order)
     choices: dict[str, int] = {}
     table: dict[str, list[float | None]] = {}
+    cost_table: dict[str, list[float]] = {}
+    priced = set(net.sparsity_decisions()) if lam else set()
     for decision in order:
         base = _current(net, decision)
         skip = _none_index(net, decision)
@@ -111,16 +130,19 @@ def derive_pt(net: Supernet, *, accuracy: Callable[[], float], tune: Callable[[]
             removed[i] = 0.0  # mask out candidate i, keep the others (ACC\o)
             net.set_override(decision, removed)
             scores.append(accuracy())
-        # o* = argmin_o ACC\o; ties go to the larger alpha.
+        costs = _kept_costs(net, decision, cost) if decision in priced else [0.0] * len(base)
+        # o* = argmin_o ACC\o + lambda * cost_o; ties go to the larger alpha.
         probs = net.probs(decision)
         choice = min((i for i, s in enumerate(scores) if s is not None),
-                     key=lambda i: (scores[i], -float(probs[i])))
+                     key=lambda i: (scores[i] + lam * costs[i], -float(probs[i])))
+        if decision in priced:
+            cost_table[decision] = costs
         net.set_override(decision, net.one_hot(decision, choice))
         choices[decision], table[decision] = choice, scores
         tune()
     edges = _pt_topology(net, accuracy=accuracy, tune=tune, rng=rng) \
         if isinstance(net, CellSupernet) else {}
-    return Derivation(choices=choices, edges=edges, pt=table)
+    return Derivation(choices=choices, edges=edges, pt=table, pt_cost=cost_table)
 
 
 def _pt_topology(net: CellSupernet, *, accuracy: Callable[[], float],

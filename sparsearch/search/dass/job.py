@@ -177,11 +177,15 @@ def search_lambda(job: LambdaJob) -> LambdaOutcome:
                                     "decisions": net.snapshot()}
         if dass.derive == "pt":
             held_out = trainer.alpha_data
+            # DARTS-PT: BN on batch statistics when scoring, tuning at a tenth of the lr,
+            # and sparsity decisions priced with this lambda.
             derivation = derive_pt(
-                net, accuracy=lambda: supernet_accuracy(net, held_out),
-                tune=lambda: trainer.run_phase("finetune", dass.pt_tune_epochs),
-                seed=ctx.seed + job.key)
+                net, accuracy=lambda: supernet_accuracy(net, held_out, batch_stats=True),
+                tune=lambda: trainer.run_phase("finetune", dass.pt_tune_epochs,
+                                               lr=trainer.settings.lr / 10),
+                seed=ctx.seed + job.key, lam=job.lam, cost=dass.cost)
             snapshot["pt_accuracy_without"] = derivation.pt
+            snapshot["pt_cost_with"] = derivation.pt_cost
         else:
             derivation = derive_argmax(net)
     except DeadlineReached:
