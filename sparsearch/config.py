@@ -87,7 +87,8 @@ class TrainConfig:
 
 @dataclass
 class DassConfig:
-    # Supernet: macro (per-layer choice over the space's patterns) | cell (DARTS cells).
+    # Supernet: macro (per-layer choice over the space's patterns) | space (one choice
+    # over the space's (pattern, allocation, sparsity) points) | cell (DARTS cells).
     supernet: str = "macro"
     # Points each continuous space dimension is discretised to for the supernet.
     levels: int = 4
@@ -310,7 +311,7 @@ def validate(cfg: SparsearchConfig) -> SparsearchConfig:
             raise ConfigError(f"search.reference.{metric} must be set when {metric} is an "
                               f"objective (it has no default hypervolume bound): add "
                               f"+search.reference.{metric}=VALUE")
-    _one_of("search.dass.supernet", cfg.search.dass.supernet, ("macro", "cell"))
+    _one_of("search.dass.supernet", cfg.search.dass.supernet, ("macro", "space", "cell"))
     _one_of("search.dass.cost", cfg.search.dass.cost, ("density", "flops"))
     _one_of("search.dass.derive", cfg.search.dass.derive, ("argmax", "pt"))
     if cfg.search.dass.levels < 2:

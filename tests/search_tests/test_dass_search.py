@@ -122,6 +122,26 @@ def test_higher_lambda_gives_lower_expected_density(digits):
     assert result.metrics["density"] == pytest.approx(high.cost, abs=2e-3)
 
 
+def test_the_space_supernet_derives_a_spec_random_search_could_draw(digits):
+    ctx = context(digits, train_samples=256)
+    dass = DassConfig(supernet="space", levels=2, warmup_epochs=1, search_epochs=1,
+                      finetune_epochs=0, alpha_lr=0.1)
+    plan = plan_for(ctx, supernet="space", levels=2)
+    assert plan.kind == "space" and len(plan.targets) == 3 * 2 + 4
+    warm = warm_up(plan, ctx, dass)
+    out = search_lambda(LambdaJob(lam=8.0, key=0, plan=plan, ctx=ctx, dass=dass,
+                                  warm_state=warm))
+    assert out.status == "derived" and out.spec in plan.targets
+    probs = out.snapshot["decisions"]["target"]["softmax"]
+    # argmax derivation; the cost term pulled alpha to a sparse target
+    assert probs.index(max(probs)) == plan.targets.index(out.spec) and out.cost < 0.5
+    # no layer rules beyond the space's own (head dense): allocation and sparsity say it
+    assert [r.glob for r in out.spec.layers] == ["head"]
+    result, _ = evaluate(out.spec, replace(ctx, train={**TRAIN, "epochs": 1}))
+    assert result.status == "complete"
+    assert result.metrics["density"] == pytest.approx(out.cost, abs=2e-3)
+
+
 def test_alpha_follows_the_cost_term_alone(digits):
     ctx = context(digits)
     net = MacroSupernet(build_model(ctx), {"fc2": (Candidate("unstructured", sparsity=0.2),

@@ -20,6 +20,7 @@ from sparsearch.config import DassConfig
 from sparsearch.evaluate import EvalContext, build_model
 from sparsearch.ops.cells import CellSupernet
 from sparsearch.ops.macro import MacroSupernet
+from sparsearch.ops.space import SpaceSupernet
 from sparsearch.ops.supernet import Supernet
 from sparsearch.search.dass.bilevel import (
     AlphaSettings,
@@ -96,6 +97,8 @@ def build_supernet(plan: SupernetPlan, ctx: EvalContext) -> Supernet:
                             init_channels=plan.init_channels, cells=plan.cells,
                             sparsities=plan.sparsities)
     backbone = build_model(ctx)
+    if plan.kind == "space":
+        return SpaceSupernet(backbone, plan.targets, example=ctx.data.train[0][:1])
     return MacroSupernet(backbone, plan.choices, example=ctx.data.train[0][:1])
 
 
@@ -204,6 +207,9 @@ def search_lambda(job: LambdaJob) -> LambdaOutcome:
                     net.set_override(f"{kind}:{e}", torch.zeros(len(net.primitives)))
         cost = float(net.expected_cost(dass.cost).detach())
         snapshot["genotype"] = genotype
+    elif isinstance(net, SpaceSupernet):
+        chosen = derivation.choices["target"]
+        spec, cost = plan.targets[chosen], net.target_cost(chosen, dass.cost)
     else:
         assert isinstance(net, MacroSupernet)
         sizes = {n: m.weight.numel() for n, m in prunable_layers(net.backbone).items()}
