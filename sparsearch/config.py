@@ -126,6 +126,10 @@ class DassConfig:
     # Scale the phase epochs down when the warm-up and the first lambda would not fit in
     # half of search.timeout_s (measured on the first supernet steps); false: only warn.
     fit_budget: bool = False
+    # What derived subnets start from: none (a fresh model, the space's recipe), scores
+    # (the supernet's learned masks) or weights (its masks and weights), fine-tuned with
+    # the masks fixed (recipe inherited, as DASS and HYDRA do).
+    inherit: str = "none"
 
     def __post_init__(self) -> None:
         if not 0.0 < self.alpha_fraction < 1.0:
@@ -314,6 +318,10 @@ def validate(cfg: SparsearchConfig) -> SparsearchConfig:
     _one_of("search.dass.supernet", cfg.search.dass.supernet, ("macro", "space", "cell"))
     _one_of("search.dass.cost", cfg.search.dass.cost, ("density", "flops"))
     _one_of("search.dass.derive", cfg.search.dass.derive, ("argmax", "pt"))
+    _one_of("search.dass.inherit", cfg.search.dass.inherit, ("none", "scores", "weights"))
+    if cfg.search.dass.inherit != "none" and cfg.search.dass.supernet == "cell":
+        raise ConfigError("not supported: search.dass.inherit with supernet=cell (a derived "
+                          "cell network has other layers than the supernet); use inherit=none")
     if cfg.search.dass.levels < 2:
         raise ConfigError(f"search.dass.levels must be >= 2, got {cfg.search.dass.levels}")
     if not cfg.search.dass.lambdas or any(v < 0 for v in cfg.search.dass.lambdas):

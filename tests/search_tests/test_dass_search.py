@@ -32,10 +32,12 @@ from sparsearch.search.dass.bilevel import (
     split_for_alpha,
     supernet_accuracy,
 )
+from sparsearch.search.dass.inherit import inherited_spec
 from sparsearch.search.dass.retrain import dass_front, training_variants, variant_spec
 from sparsearch.search.dass.sweep import next_step
 from sparsearch.space import load_space, parse_space
 from sparsearch.sparsity import prunable_layers
+from sparsearch.sparsity.masking import current_masks
 from sparsearch.spec import SubnetSpec
 from sparsearch.train import TrainSettings, make_optimizer, train_epoch
 
@@ -264,7 +266,7 @@ def test_sweep_listed_first_then_refines_then_stops():
     c = SweepPoint(lam=0.5, key=2, digest="a", cost=0.1, duplicate_of=0)
     # a repeated subnet closes its gaps: only "beyond" is left
     assert next_lambda(listed, [a, b, c], refine=True, min_cost=0.05) == 2.0
-    d = SweepPoint(lam=2.0, key=3, digest="d", cost=0.05, accuracy=0.8)
+    d = SweepPoint(lam=0.0, key=3, digest="d", cost=0.05, accuracy=0.8)
     e = SweepPoint(lam=1.4142135623730951, key=4, digest="d", cost=0.05, duplicate_of=3)
     assert next_lambda(listed, [a, b, c, d, e], refine=True, min_cost=0.05) is None
     # the round is complete: the next one starts from the listed lambdas
@@ -383,3 +385,29 @@ def test_a_phase_can_run_at_another_lr(digits):
 
     # Adam's first step moves each weight by about lr: a tenth of the lr, a tenth the step
     assert float(one_step(1e-3) / one_step(None)) == pytest.approx(0.1, rel=1e-3)
+
+
+@pytest.mark.parametrize("supernet", ["macro", "space"])
+def test_derived_subnets_inherit_the_supernets_masks_and_weights(digits, tmp_path, supernet):
+    ctx = context(digits, train_samples=512)
+    dass = DassConfig(supernet=supernet, levels=2, warmup_epochs=2, search_epochs=1,
+                      finetune_epochs=1, alpha_lr=0.1, inherit="weights")
+    plan = plan_for(ctx, supernet=supernet, levels=2)
+    out = search_lambda(LambdaJob(lam=0.0, key=3, plan=plan, ctx=ctx, dass=dass,
+                                  warm_state=warm_up(plan, ctx, dass)))
+    masks = {k[len("mask."):]: v for k, v in out.inherited.items() if k.startswith("mask.")}
+    assert set(masks) == {"fc1", "fc2"}  # head: dense rule
+    kept = sum(int(m.sum()) for m in masks.values()) + 10 * 64 + 0.0
+    assert kept / (64 * 64 * 2 + 10 * 64) == pytest.approx(out.cost, abs=2e-3)
+    spec = inherited_spec(out, run_dir=tmp_path)
+    assert spec.recipe == "inherited" and spec.options["inherited.weights"] is True
+    assert (tmp_path / "dass" / "inherit-00003.safetensors").exists()
+    # no training at all: the inherited weights already classify, a fresh model does not
+    untrained = replace(ctx, train={**TRAIN, "epochs": 0})
+    result, model = evaluate(spec, untrained)
+    assert result.status == "complete" and result.metrics["accuracy"] > 0.6
+    assert all(torch.equal(current_masks(model)[n], m) for n, m in masks.items())
+    masks_only = replace(spec, options={**spec.options, "inherited.weights": False})
+    fresh, _ = evaluate(masks_only, untrained)
+    assert fresh.metrics["accuracy"] < result.metrics["accuracy"] - 0.2
+    assert fresh.metrics["density"] == pytest.approx(result.metrics["density"])

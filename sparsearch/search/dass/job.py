@@ -76,6 +76,9 @@ class LambdaOutcome:
         expected_cost: E[cost] under softmax(alpha) at the end of the search.
         snapshot: alpha and softmax(alpha) per decision, and the PT table (JSON-ready).
         search_s: seconds of supernet training and derivation.
+        inherited: with ``search.dass.inherit``, the derived subnet's masks
+            (``mask.<layer>``) and, for ``weights``, the supernet's weights
+            (``state.<key>``, the backbone's state-dict keys); else None.
     """
 
     lam: float
@@ -87,6 +90,7 @@ class LambdaOutcome:
     expected_cost: float = float("nan")
     snapshot: dict[str, Any] = field(default_factory=dict)
     search_s: float = 0.0
+    inherited: dict[str, torch.Tensor] | None = None
 
 
 def build_supernet(plan: SupernetPlan, ctx: EvalContext) -> Supernet:
@@ -217,6 +221,34 @@ def search_lambda(job: LambdaJob) -> LambdaOutcome:
         cost = net.chosen_density(derivation.choices, dass.cost)
     snapshot["chosen"] = {d: net.labels(d)[i] for d, i in derivation.choices.items()}
     snapshot["derived_cost"] = cost
+    inherited = (_inherited(net, derivation.choices, weights=dass.inherit == "weights")
+                 if dass.inherit != "none" and isinstance(net, (MacroSupernet, SpaceSupernet))
+                 else None)
     return LambdaOutcome(lam=job.lam, key=job.key, status="derived", spec=spec, model=model,
                          cost=cost, expected_cost=expected, snapshot=snapshot,
-                         search_s=time.perf_counter() - started)
+                         search_s=time.perf_counter() - started, inherited=inherited)
+
+
+@torch.no_grad()
+def _inherited(net: MacroSupernet | SpaceSupernet, choices: dict[str, int], *,
+               weights: bool) -> dict[str, torch.Tensor]:
+    """The derived subnet's masks, from the supernet's learned scores, and its weights."""
+    out: dict[str, torch.Tensor] = {}
+    for layer, sparse in net.sparse_layers().items():
+        name = layer.removeprefix("backbone.")
+        chosen = choices[name] if isinstance(net, MacroSupernet) else choices["target"]
+        if net.choices[name].candidates[chosen].pattern != "dense":
+            out[f"mask.{name}"] = sparse.binary_masks()[chosen].cpu().contiguous()
+    if weights:
+        for key, value in net.backbone.state_dict().items():
+            if ".parametrizations." not in f".{key}":
+                out[f"state.{key}"] = value.cpu().contiguous()
+                continue
+            # "fc1.parametrizations.weight.original" is W itself, unmasked (the recipe
+            # applies the masks); the parametrization's scores are not the model's.
+            owner, _, rest = f".{key}".partition(".parametrizations.")
+            name, _, tail = rest.partition(".")
+            if tail == "original":
+                out[f"state.{owner[1:]}.{name}".replace("state..", "state.")] = \
+                    value.cpu().contiguous()
+    return out

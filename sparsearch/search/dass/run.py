@@ -32,6 +32,7 @@ import torch
 
 from sparsearch.evaluate import EvalContext, TrialResult
 from sparsearch.search.dass.budget import plan_budget
+from sparsearch.search.dass.inherit import inherited_spec
 from sparsearch.search.dass.job import LambdaJob, LambdaOutcome, build_supernet, search_lambda
 from sparsearch.search.dass.job import warm_up as dense_warm_up
 from sparsearch.search.dass.plan import SupernetPlan, fixed_values, plan_supernet
@@ -154,13 +155,16 @@ def record_outcome(setup: SearchSetup, study: Any, outcome: LambdaOutcome, *,
     # The derived subnet trains exactly as a sampled one: the search's seed and context.
     ctx = replace(setup.ctx, model=outcome.model) if outcome.model else setup.ctx
     dass = setup.cfg.search.dass
-    job = TrialJob(spec=outcome.spec, key=outcome.key, number=len(study.get_trials(deepcopy=False)),
+    spec = (inherited_spec(outcome, run_dir=setup.run_dir) if outcome.inherited is not None
+            else outcome.spec)
+    job = TrialJob(spec=spec, key=outcome.key, number=len(study.get_trials(deepcopy=False)),
                    ctx=ctx, run_dir=str(setup.run_dir), tracking_uri=setup.cfg.tracking.uri,
                    experiment=setup.experiment, search_key=setup.search_key,
                    parent_run_id=parent_run_id,
                    extra_params={"strategy": "dass", "dass.lambda": outcome.lam,
                                  "dass.supernet": dass.supernet, "dass.derive": dass.derive,
                                  "dass.cost": dass.cost, "dass.round": round_,
+                                 "dass.inherit": dass.inherit,
                                  **({"dass.retrain_of": retrain_of}
                                     if retrain_of is not None else {})})
     result = train(job) if train is not None else run_trial(job, tracker=tracker)
