@@ -83,6 +83,8 @@ class SpaceSupernet(Supernet):
                          and spec.target_sparsity > 0]
         layers = prunable_layers(backbone)
         per_target = [plan.layers(backbone) for plan in self._plans]
+        # Only global targets move with the scores; the others' layer plans are fixed.
+        self._static = {j: p for j, p in enumerate(per_target) if j not in self._dynamic}
         self.layer_names = [name for name in layers
                             if any(p[name].pattern != "dense" for p in per_target)]
         if not self.layer_names:
@@ -121,7 +123,7 @@ class SpaceSupernet(Supernet):
         if seen == self._seen and not force:
             return
         self._seen = seen
-        per_target: list[dict[str, LayerPlan]] = [{} for _ in self.targets]
+        per_target = [self._static.get(j, {}) for j in range(len(self.targets))]
         if self._dynamic:
             proxy = dict(self._proxy.named_modules())
             for name in self.layer_names:
@@ -132,8 +134,6 @@ class SpaceSupernet(Supernet):
                     candidates = list(self.choices[name].candidates)
                     candidates[j] = _candidate(per_target[j][name])
                     self.choices[name].candidates = tuple(candidates)
-        for j, plan in enumerate(self._plans):
-            per_target[j] = per_target[j] or plan.layers(self._proxy)
         for kind in ("density", "flops"):
             self._costs[kind] = [
                 sum(self._layer_cost[n][kind] * (1.0 - p[n].sparsity) for n in p)
