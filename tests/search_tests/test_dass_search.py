@@ -10,7 +10,7 @@ import torch
 import yaml
 from torch.nn import functional as F
 
-from sparsearch.config import ConfigError, DassConfig
+from sparsearch.config import ConfigError, DassConfig, SparsearchConfig, validate
 from sparsearch.data import DataSplits, iterate_batches
 from sparsearch.evaluate import EvalContext, build_model, evaluate
 from sparsearch.ops import Candidate, CellSupernet, MacroSupernet
@@ -102,6 +102,19 @@ def test_fixed_values_are_checked(digits):
         plan_for(ctx, supernet="cell")  # digits_mlp has layers rules
     with pytest.raises(ConfigError, match="search.dass.alpha_lr"):
         DassConfig(alpha_lr=0.0)
+    with pytest.raises(ConfigError, match=r"search.dass.alpha_fraction must be in \(0, 1\)"):
+        DassConfig(alpha_fraction=1.0)
+    cfg = SparsearchConfig()
+
+    def with_dass(**dass):
+        return replace(cfg, search=replace(cfg.search, strategy="dass",
+                                           dass=replace(cfg.search.dass, **dass)))
+
+    with pytest.raises(ConfigError, match="search.dass.inherit must be one of"):
+        validate(with_dass(inherit="all"))
+    with pytest.raises(ConfigError, match="not supported: search.dass.inherit with supernet"):
+        validate(with_dass(inherit="weights", supernet="cell"))
+    validate(with_dass(inherit="scores", supernet="space"))
 
 
 def test_higher_lambda_gives_lower_expected_density(digits):
