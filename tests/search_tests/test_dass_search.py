@@ -305,7 +305,11 @@ def test_cell_derivations_keep_two_edges_per_node_and_no_none(digits):
     # re-decided by accuracy drops, then the topology is pruned to 2 inputs per node.
     for d, i in argmax.choices.items():
         net.set_override(d, net.one_hot(d, i))
-    pt = derive_pt(net, accuracy=lambda: supernet_accuracy(net, val), tune=lambda: None, seed=0)
+    tuned: list[int] = []
+    pt = derive_pt(net, accuracy=lambda: supernet_accuracy(net, val),
+                   tune=lambda: tuned.append(1), seed=0)
+    # a tune per normal/reduce pair of edges (14), after sparsity, after each edge dropped
+    assert len(tuned) == 14 + 1 + 2 * (1 + 2 + 3)
     for derivation in (argmax, pt):
         genotype = genotype_of(net, derivation)
         for kind in ("normal", "reduce"):

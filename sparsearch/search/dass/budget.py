@@ -74,11 +74,13 @@ class PhaseTimes:
 
 def _pt_work(net: Supernet) -> tuple[int, int]:
     """(evaluations, tunes) of DARTS-PT on ``net``: one evaluation per candidate of each
-    decision and a tune after it; cells then drop edges one at a time down to 2 per node,
-    evaluating each active edge before each drop."""
+    decision and a tune after it (after each normal/reduce pair in a cell network); cells
+    then drop edges one at a time down to 2 per node, evaluating each active edge before
+    each drop."""
     evaluations = sum(len(net.labels(d)) for d in net.decisions())
     tunes = len(net.decisions())
     if isinstance(net, CellSupernet):
+        tunes = (tunes - 1) // 2 + 1  # a tune per normal/reduce pair, one after sparsity
         for node in range(STEPS):
             drops = range(2 + node, 2, -1)  # active edges before each drop
             evaluations += 2 * sum(drops)  # normal and reduce cells

@@ -9,9 +9,10 @@
   the supernet's accuracy ACC\\o on held-out data (in a search: the part of the train
   split alpha trains on, never the val split that scores the derived subnets); keep
   ``o* = argmin_o ACC\\o``, the candidate whose removal hurts most; fix the decision to it
-  and fine-tune the supernet (``tune``). Cells then select their topology the same way:
-  per node, repeatedly drop the incoming edge whose removal leaves the *highest* accuracy
-  until 2 remain. The supernet is the masked (pruned) one, as DARTS-PT's note for sparse
+  and fine-tune the supernet (``tune``; at a tenth of the lr in a search, and in a cell
+  network after each pair of one normal and one reduce edge, as DARTS-PT projects them).
+  Cells then select their topology the same way: per node, repeatedly drop the incoming
+  edge whose removal leaves the *highest* accuracy until 2 remain. The supernet is the masked (pruned) one, as DARTS-PT's note for sparse
   supernets asks. On a choice among sparsity levels, removing the denser mask always hurts
   most, so the plain criterion ignores what DASS optimises; there PT keeps
   ``o* = argmin_o ACC\\o + lambda * cost_o`` (``cost_o``: the supernet's E[cost] with the
@@ -99,6 +100,44 @@ def _kept_costs(net: Supernet, decision: str, cost: str) -> list[float]:
     return costs
 
 
+def _tuning_groups(net: Supernet, rng: random.Random) -> list[list[str]]:
+    """The decisions in random order, grouped by the tune that follows them: DARTS-PT
+    projects one normal and one reduce edge of a cell network before each tune; every
+    other decision is tuned after on its own."""
+    if not isinstance(net, CellSupernet):
+        order = net.decisions()
+        rng.shuffle(order)
+        return [[d] for d in order]
+    kinds = {kind: [d for d in net.decisions() if d.startswith(f"{kind}:")]
+             for kind in ("normal", "reduce")}
+    for decisions in kinds.values():
+        rng.shuffle(decisions)
+    return [[n, r] for n, r in zip(kinds["normal"], kinds["reduce"])] + [["sparsity"]]
+
+
+def _decide(net: Supernet, decision: str, *, accuracy: Callable[[], float], lam: float,
+            cost: str | None) -> tuple[int, list[float | None], list[float]]:
+    r"""(o*, ACC\o per candidate, cost_o per candidate) of one decision, which it fixes."""
+    base = _current(net, decision)
+    skip = _none_index(net, decision)
+    scores: list[float | None] = []
+    for i in range(len(base)):
+        if i == skip:
+            scores.append(None)
+            continue
+        removed = base.clone()
+        removed[i] = 0.0  # mask out candidate i, keep the others (ACC\o)
+        net.set_override(decision, removed)
+        scores.append(accuracy())
+    costs = _kept_costs(net, decision, cost) if cost is not None else [0.0] * len(base)
+    # o* = argmin_o ACC\o + lambda * cost_o; ties go to the larger alpha.
+    probs = net.probs(decision)
+    choice = min((i for i, s in enumerate(scores) if s is not None),
+                 key=lambda i: (scores[i] + lam * costs[i], -float(probs[i])))
+    net.set_override(decision, net.one_hot(decision, choice))
+    return choice, scores, costs
+
+
 def derive_pt(net: Supernet, *, accuracy: Callable[[], float], tune: Callable[[], None],
               seed: int, lam: float = 0.0, cost: str = "density") -> Derivation:
     """DARTS-PT's perturbation-based selection (operations, then cell topology).
@@ -106,39 +145,23 @@ def derive_pt(net: Supernet, *, accuracy: Callable[[], float], tune: Callable[[]
     Args:
         net: the trained supernet; its overrides end one-hot (and edges dropped).
         accuracy: held-out accuracy of the supernet as it is now.
-        tune: fine-tunes the supernet after each decision.
+        tune: fine-tunes the supernet after each decision (each normal/reduce pair).
         seed: order of the decisions.
         lam: the cost weight of sparsity decisions (0: DARTS-PT's plain criterion).
         cost: the cost the weight applies to (density | flops).
     """
     rng = random.Random(seed)
-    order = net.decisions()
-    rng.shuffle(order)
     choices: dict[str, int] = {}
     table: dict[str, list[float | None]] = {}
     cost_table: dict[str, list[float]] = {}
     priced = set(net.sparsity_decisions()) if lam else set()
-    for decision in order:
-        base = _current(net, decision)
-        skip = _none_index(net, decision)
-        scores: list[float | None] = []
-        for i in range(len(base)):
-            if i == skip:
-                scores.append(None)
-                continue
-            removed = base.clone()
-            removed[i] = 0.0  # mask out candidate i, keep the others (ACC\o)
-            net.set_override(decision, removed)
-            scores.append(accuracy())
-        costs = _kept_costs(net, decision, cost) if decision in priced else [0.0] * len(base)
-        # o* = argmin_o ACC\o + lambda * cost_o; ties go to the larger alpha.
-        probs = net.probs(decision)
-        choice = min((i for i, s in enumerate(scores) if s is not None),
-                     key=lambda i: (scores[i] + lam * costs[i], -float(probs[i])))
-        if decision in priced:
-            cost_table[decision] = costs
-        net.set_override(decision, net.one_hot(decision, choice))
-        choices[decision], table[decision] = choice, scores
+    for group in _tuning_groups(net, rng):
+        for decision in group:
+            choice, scores, costs = _decide(net, decision, accuracy=accuracy, lam=lam,
+                                            cost=cost if decision in priced else None)
+            choices[decision], table[decision] = choice, scores
+            if decision in priced:
+                cost_table[decision] = costs
         tune()
     edges = _pt_topology(net, accuracy=accuracy, tune=tune, rng=rng) \
         if isinstance(net, CellSupernet) else {}
