@@ -91,7 +91,10 @@ def _warm_state(setup: SearchSetup, plan: SupernetPlan, ctx: EvalContext, *,
     dass = setup.cfg.search.dass
     identity = json.dumps({"plan": plan.fingerprint(), "seed": ctx.seed,
                            "model": ctx.model, "train": ctx.train,
-                           "hparams": plan.base.hparams, "warmup_epochs": dass.warmup_epochs},
+                           "hparams": plan.base.hparams, "warmup_epochs": dass.warmup_epochs,
+                           # the warm-up trains on the rest of the train split at this batch
+                           "alpha_fraction": dass.alpha_fraction,
+                           "batch_size": dass.batch_size},
                           sort_keys=True, default=str)
     fingerprint = hashlib.sha256(identity.encode()).hexdigest()[:16]
     path = setup.run_dir / "dass" / "warmup.pt"
