@@ -174,7 +174,7 @@ def search_lambda(job: LambdaJob) -> LambdaOutcome:
     net.load_state_dict(job.warm_state)
     net.reset_scores()
     trainer = make_trainer(net, ctx, plan, dass, lam=job.lam, deadline=job.deadline,
-                       seed_offset=1 + job.key)
+                           seed_offset=1 + job.key)
     try:
         trainer.run_phase("search", dass.search_epochs)
         trainer.run_phase("finetune", dass.finetune_epochs)

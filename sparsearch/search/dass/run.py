@@ -167,7 +167,8 @@ def record_outcome(setup: SearchSetup, study: Any, outcome: LambdaOutcome, *,
                    extra_params={"strategy": "dass", "dass.lambda": outcome.lam,
                                  "dass.supernet": dass.supernet, "dass.derive": dass.derive,
                                  "dass.cost": dass.cost, "dass.round": round_,
-                                 "dass.inherit": dass.inherit,
+                                 "dass.inherit": (dass.inherit if outcome.inherited is not None
+                                                  else "none"),
                                  **({"dass.retrain_of": retrain_of}
                                     if retrain_of is not None else {})})
     result = train(job) if train is not None else run_trial(job, tracker=tracker)
