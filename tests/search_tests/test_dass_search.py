@@ -279,7 +279,7 @@ def test_sweep_listed_first_then_refines_then_stops():
     c = SweepPoint(lam=0.5, key=2, digest="a", cost=0.1, duplicate_of=0)
     # a repeated subnet closes its gaps: only "beyond" is left
     assert next_lambda(listed, [a, b, c], refine=True, min_cost=0.05) == 2.0
-    d = SweepPoint(lam=0.0, key=3, digest="d", cost=0.05, accuracy=0.8)
+    d = SweepPoint(lam=2.0, key=3, digest="d", cost=0.05, accuracy=0.8)
     e = SweepPoint(lam=1.4142135623730951, key=4, digest="d", cost=0.05, duplicate_of=3)
     assert next_lambda(listed, [a, b, c, d, e], refine=True, min_cost=0.05) is None
     # the round is complete: the next one starts from the listed lambdas
