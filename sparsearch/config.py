@@ -248,7 +248,6 @@ def register_configs() -> None:
 
 
 METRICS = ("accuracy", "loss", "density", "nnz", "flops", "latency_ms", "train_s")
-STRATEGIES = ("random", "tpe", "nsga2", "dass")
 # Objectives whose hypervolume bound cannot come from the dense baseline.
 NO_DEFAULT_REFERENCE = ("train_s",)
 
@@ -279,12 +278,17 @@ def validate(cfg: SparsearchConfig) -> SparsearchConfig:
     Raises:
         ConfigError: the first bad field, in one line.
     """
-    _one_of("data.name", cfg.data.name, ("digits", "cifar10", "imagefolder"))
+    from sparsearch.data import DATASETS
+    from sparsearch.models import MODELS
+    from sparsearch.runners import RUNNERS
+    from sparsearch.search.strategies import STRATEGIES
+
+    DATASETS.check(cfg.data.name)
     for key in ("val_fraction", "test_fraction"):
         value = getattr(cfg.data, key)
         if not 0.0 < value < 0.5:
             raise ConfigError(f"data.{key} must be in (0, 0.5), got {value}")
-    _one_of("model.kind", cfg.model.kind, ("mlp", "cnn", "timm"))
+    MODELS.check(cfg.model.kind)
     if cfg.train.epochs < 1:
         raise ConfigError(f"train.epochs must be >= 1, got {cfg.train.epochs}")
     if cfg.train.lr <= 0:
@@ -293,9 +297,9 @@ def validate(cfg: SparsearchConfig) -> SparsearchConfig:
         raise ConfigError(f"train.batch_size must be >= 1, got {cfg.train.batch_size}")
     _one_of("train.optimizer", cfg.train.optimizer, ("adam", "sgd"))
     _one_of("train.device", cfg.train.device, ("cpu", "cuda", "auto"))
-    _one_of("search.strategy", cfg.search.strategy, STRATEGIES)
+    STRATEGIES.check(cfg.search.strategy)
     for strategy in cfg.search.compare:
-        _one_of("search.compare item", strategy, STRATEGIES)
+        _one_of("search.compare item", strategy, STRATEGIES.names())
     if cfg.search.n_trials is None and cfg.search.timeout_s is None:
         raise ConfigError("search.n_trials and search.timeout_s are both null: set a budget")
     if cfg.search.n_trials is not None and cfg.search.n_trials < 1:
@@ -327,7 +331,7 @@ def validate(cfg: SparsearchConfig) -> SparsearchConfig:
     if not cfg.search.dass.lambdas or any(v < 0 for v in cfg.search.dass.lambdas):
         raise ConfigError(f"search.dass.lambdas must be a non-empty list of values >= 0, "
                           f"got {list(cfg.search.dass.lambdas)}")
-    _one_of("runner.kind", cfg.runner.kind, ("local", "ray"))
+    _one_of("runner.kind", cfg.runner.kind, RUNNERS.names())
     for key, amount in cfg.runner.resources_per_trial.items():
         _one_of("runner.resources_per_trial key", key, ("cpu", "gpu"))
         if amount < 0:

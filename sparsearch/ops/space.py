@@ -74,6 +74,7 @@ class SpaceSupernet(Supernet):
         # The plans of global targets read a score-magnitude copy of the backbone, kept on
         # the CPU (where global allocation sorts anyway) and out of the module tree, so it
         # is neither trained nor saved.
+        self._proxy: nn.Module
         object.__setattr__(self, "_proxy", copy.deepcopy(backbone).cpu().requires_grad_(False))
         self.backbone = backbone
         self.targets = tuple(targets)
@@ -105,9 +106,10 @@ class SpaceSupernet(Supernet):
         self._refresh(force=True)
 
     def _score_scale(self, name: str) -> float:
-        weight = self.backbone.get_submodule(name).parametrizations.weight.original
-        return float(self._sparse[name].scores.detach().abs().max()
-                     / weight.detach().abs().max().clamp_min(1e-12))
+        layer: Any = self.backbone.get_submodule(name)  # parametrized: W is "original"
+        weight: torch.Tensor = layer.parametrizations.weight.original
+        scores: torch.Tensor = self._sparse[name].scores
+        return float(scores.detach().abs().max() / weight.detach().abs().max().clamp_min(1e-12))
 
     @torch.no_grad()
     def reset_scores(self) -> None:

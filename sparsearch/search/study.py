@@ -48,8 +48,11 @@ def recover_stale(study: Any) -> int:
 
     stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     for trial in stale:
+        # Optuna has no public way to set a user attribute on a trial another process
+        # started (``Trial`` needs the storage's trial id, which ``FrozenTrial`` keeps
+        # private), so the stale mark goes through the storage; the state change does not.
         study._storage.set_trial_user_attr(trial._trial_id, STALE, True)
-        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        study.tell(trial.number, state=TrialState.FAIL)
         study.enqueue_trial(trial.params, user_attrs={RETRY_OF: trial_key(trial)},
                             skip_if_exists=False)
     return len(stale)
@@ -62,10 +65,3 @@ def budget_used(study: Any) -> int:
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL,
                                                     TrialState.PRUNED))
     return sum(1 for t in done if not t.user_attrs.get(STALE))
-
-
-def pending_enqueued(study: Any) -> int:
-    """Enqueued trials (WAITING) not yet asked for."""
-    from optuna.trial import TrialState
-
-    return len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))

@@ -11,12 +11,17 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from sparsearch import mlflow_keys as keys
 from sparsearch.evaluate import EvalContext, TrialResult
 from sparsearch.spec import SubnetSpec
 
-__all__ = ["TrialJob", "load_trial_model", "run_trial", "trial_dir"]
+if TYPE_CHECKING:
+    from sparsearch.search.work import Worker
+    from sparsearch.tracking import Tracker
+
+__all__ = ["TrialJob", "TrialUnit", "load_trial_model", "run_trial", "trial_dir"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,36 @@ class TrialJob:
     search_key: str
     parent_run_id: str
     extra_params: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class TrialUnit:
+    """The unit of work of one trial (``search/work.py``): train, score and record a spec.
+
+    Attributes:
+        spec: the subnet.
+        key, number: as in ``TrialJob``.
+        extra_params: added to the child run's params (the strategy and its settings).
+        model: model options that replace the search's (a DASS cell genotype), or None.
+    """
+
+    spec: SubnetSpec
+    key: int
+    number: int
+    extra_params: dict[str, Any]
+    model: dict[str, Any] | None = None
+
+    def job(self, worker: Worker) -> TrialJob:
+        env = worker.env
+        ctx = replace(env.ctx, model=self.model) if self.model else env.ctx
+        return TrialJob(spec=self.spec, key=self.key, number=self.number, ctx=ctx,
+                        run_dir=env.run_dir, tracking_uri=env.tracking_uri,
+                        experiment=env.experiment, search_key=env.search_key,
+                        parent_run_id=env.parent_run_id, extra_params=self.extra_params)
+
+    def execute(self, worker: Worker) -> TrialResult:
+        # Multi-fidelity seam (search/work.py): per-epoch reports go to worker.report.
+        return run_trial(self.job(worker), tracker=worker.tracker)
 
 
 def trial_dir(run_dir: str | Path, key: int) -> Path:
@@ -80,7 +115,7 @@ def load_trial_model(job_ctx: EvalContext, run_dir: str | Path, key: int) -> Any
     return model
 
 
-def run_trial(job: TrialJob, *, tracker: Any = None) -> TrialResult:
+def run_trial(job: TrialJob, *, tracker: Tracker | None = None) -> TrialResult:
     """Evaluates ``job.spec`` and records it; returns the TrialResult.
 
     Args:
@@ -93,7 +128,7 @@ def run_trial(job: TrialJob, *, tracker: Any = None) -> TrialResult:
     tracker = tracker or Tracker(job.tracking_uri, job.experiment)
     run_id = tracker.trial_run(parent_id=job.parent_run_id, search_key=job.search_key,
                                trial_key=job.key, run_name=f"trial-{job.key:04d}",
-                               tags={"sparsearch.spec": job.spec.to_json()})
+                               tags={keys.SPEC: job.spec.to_json()})
     tracker.log_params(run_id, {**job.spec.flat_params(), **job.extra_params})
     series: list[tuple[str, float, int]] = []
     try:
@@ -109,7 +144,7 @@ def run_trial(job: TrialJob, *, tracker: Any = None) -> TrialResult:
         _save_weights(model, folder / "weights.safetensors")
     (folder / "result.json").write_text(json.dumps(result.to_dict(), indent=1))
     tracker.record(run_id, metrics=result.metrics, series=series, tags={
-        "sparsearch.status": result.status, "sparsearch.optuna_number": job.number,
-        **({"sparsearch.fail_reason": result.reason} if result.reason else {})})
+        keys.STATUS: result.status, keys.OPTUNA_NUMBER: job.number,
+        **({keys.FAIL_REASON: result.reason} if result.reason else {})})
     tracker.end_run(run_id, "FINISHED" if result.status == "complete" else "FAILED")
     return result

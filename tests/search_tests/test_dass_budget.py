@@ -9,7 +9,6 @@ import pytest
 
 from sparsearch.config import DassConfig
 from sparsearch.evaluate import EvalContext, build_model
-from sparsearch.search.dass import plan_supernet
 from sparsearch.search.dass.budget import (
     BUDGET_SHARE,
     PhaseTimes,
@@ -17,6 +16,7 @@ from sparsearch.search.dass.budget import (
     measure_phases,
     plan_budget,
 )
+from sparsearch.search.dass.plan import plan_supernet
 from sparsearch.space import load_space
 from sparsearch.sparsity import prunable_layers
 from tests.search_tests.test_dass_cli import dass_args, run_cli

@@ -100,14 +100,16 @@ def measure_phases(plan: SupernetPlan, ctx: EvalContext, dass: DassConfig) -> Ph
     """Times a few steps of each phase on a throwaway supernet (the search's is untouched)."""
     net = build_supernet(plan, ctx).to(device_of(ctx.device))
     trainer = make_trainer(net, ctx, plan, dass, lam=1.0, deadline=None, seed_offset=0)
-    times = {phase: _per_epoch(trainer, phase) for phase in ("warmup", "search", "finetune")}
+    times = PhaseTimes(warmup=_per_epoch(trainer, "warmup"),
+                       search=_per_epoch(trainer, "search"),
+                       finetune=_per_epoch(trainer, "finetune"))
     if dass.derive != "pt":
-        return PhaseTimes(**times)
+        return times
     started = time.perf_counter()
     supernet_accuracy(net, trainer.alpha_data)
     evaluations, tunes = _pt_work(net)
-    return PhaseTimes(**times, evaluate_s=time.perf_counter() - started,
-                      pt_evaluations=evaluations, pt_tunes=tunes)
+    return replace(times, evaluate_s=time.perf_counter() - started,
+                   pt_evaluations=evaluations, pt_tunes=tunes)
 
 
 def fit_epochs(dass: DassConfig, times: PhaseTimes, *, budget_s: float) -> DassConfig:

@@ -132,8 +132,8 @@ def _decide(net: Supernet, decision: str, *, accuracy: Callable[[], float], lam:
     costs = _kept_costs(net, decision, cost) if cost is not None else [0.0] * len(base)
     # o* = argmin_o ACC\o + lambda * cost_o; ties go to the larger alpha.
     probs = net.probs(decision)
-    choice = min((i for i, s in enumerate(scores) if s is not None),
-                 key=lambda i: (scores[i] + lam * costs[i], -float(probs[i])))
+    scored = [(i, s) for i, s in enumerate(scores) if s is not None]
+    choice = min(scored, key=lambda p: (p[1] + lam * costs[p[0]], -float(probs[p[0]])))[0]
     net.set_override(decision, net.one_hot(decision, choice))
     return choice, scores, costs
 
