@@ -217,7 +217,8 @@ def _only_hydra_files(run_dir: Path) -> bool:
 
 
 def run(dict_cfg: Any) -> Any:
-    """Hydra task: types the config, runs the search; bad input exits with code 2."""
+    """Hydra task: types the config, runs the search; bad input exits with code 2, a DASS
+    search that completed no subnet with code 3."""
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
 
@@ -225,10 +226,18 @@ def run(dict_cfg: Any) -> Any:
     try:
         cfg = OmegaConf.to_object(dict_cfg)
         assert isinstance(cfg, SparsearchConfig)  # the structured config's schema
-        return run_search(cfg, run_dir)
+        result = run_search(cfg, run_dir)
     except ConfigError as err:
         # Leave nothing behind that looks like a run, unless the dir held one already.
         if run_dir.is_dir() and _only_hydra_files(run_dir):
             shutil.rmtree(run_dir, ignore_errors=True)
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    reports = result if isinstance(result, dict) else {cfg.search.strategy: result}
+    if reports.get("dass") is not None and reports["dass"].n_complete == 0:
+        # An empty front is a failed search, not a result: say so and exit non-zero.
+        print("warning: dass completed no subnet within the budget (its log says where the "
+              "time went; search.dass.fit_budget=true scales its epochs to fit); the front "
+              "is empty", file=sys.stderr)
+        sys.exit(3)
+    return result

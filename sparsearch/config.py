@@ -87,7 +87,8 @@ class TrainConfig:
 
 @dataclass
 class DassConfig:
-    # Supernet: macro (per-layer choice over the space's patterns) | cell (DARTS cells).
+    # Supernet: macro (per-layer choice over the space's patterns) | space (one choice
+    # over the space's (pattern, allocation, sparsity) points) | cell (DARTS cells).
     supernet: str = "macro"
     # Points each continuous space dimension is discretised to for the supernet.
     levels: int = 4
@@ -119,8 +120,21 @@ class DassConfig:
     # Supernet batch size (null: the subnets' training batch size); larger batches mean
     # fewer mask updates per epoch, so a faster search.
     batch_size: int | None = None
+    # Part of the train split held out for alpha and every DARTS-PT decision (DARTS: half);
+    # the weights and scores train on the rest. The val split only scores derived subnets.
+    alpha_fraction: float = 0.5
+    # Scale the phase epochs down when the warm-up and the first lambda would not fit in
+    # half of search.timeout_s (measured on the first supernet steps); false: only warn.
+    fit_budget: bool = False
+    # What derived subnets start from: none (a fresh model, the space's recipe), scores
+    # (the supernet's learned masks) or weights (its masks and weights), fine-tuned with
+    # the masks fixed (recipe inherited, as DASS and HYDRA do).
+    inherit: str = "none"
 
     def __post_init__(self) -> None:
+        if not 0.0 < self.alpha_fraction < 1.0:
+            raise ConfigError(f"search.dass.alpha_fraction must be in (0, 1), got "
+                              f"{self.alpha_fraction}")
         for key in ("warmup_epochs", "search_epochs", "finetune_epochs", "pt_tune_epochs"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"search.dass.{key} must be >= 0, got {getattr(self, key)}")
@@ -352,9 +366,13 @@ def validate(cfg: SparsearchConfig) -> SparsearchConfig:
             raise ConfigError(f"search.reference.{metric} must be set when {metric} is an "
                               f"objective (it has no default hypervolume bound): add "
                               f"+search.reference.{metric}=VALUE")
-    _one_of("search.dass.supernet", cfg.search.dass.supernet, ("macro", "cell"))
+    _one_of("search.dass.supernet", cfg.search.dass.supernet, ("macro", "space", "cell"))
     _one_of("search.dass.cost", cfg.search.dass.cost, ("density", "flops"))
     _one_of("search.dass.derive", cfg.search.dass.derive, ("argmax", "pt"))
+    _one_of("search.dass.inherit", cfg.search.dass.inherit, ("none", "scores", "weights"))
+    if cfg.search.dass.inherit != "none" and cfg.search.dass.supernet == "cell":
+        raise ConfigError("not supported: search.dass.inherit with supernet=cell (a derived "
+                          "cell network has other layers than the supernet); use inherit=none")
     if cfg.search.dass.levels < 2:
         raise ConfigError(f"search.dass.levels must be >= 2, got {cfg.search.dass.levels}")
     if not cfg.search.dass.lambdas or any(v < 0 for v in cfg.search.dass.lambdas):
