@@ -1,6 +1,6 @@
 """DASS's sparse ops, DARTS's mixed op and primitives, and the two supernets.
 
-- ``SparseLinear`` / ``SparseConv2d``: learned top-k score masks with a straight-through
+- ``MaskedLinear`` / ``MaskedConv2d``: learned top-k score masks with a straight-through
   gradient and HYDRA's scaled score init (DASS, arXiv 2207.06968; HYDRA, arXiv 2002.10509).
 - ``MixedOp`` and the 8 DARTS primitives (arXiv 1806.09055), as a registry.
 - ``MacroSupernet``: each prunable layer of a fixed backbone chooses its (pattern, sparsity).
@@ -15,9 +15,9 @@ from sparsearch.ops.mixed import MixedOp
 from sparsearch.ops.primitives import create_primitive, list_primitives, register_primitive
 from sparsearch.ops.sparse import (
     MaskChoice,
-    SparseConv2d,
-    SparseLinear,
-    SparseWeight,
+    MaskedConv2d,
+    MaskedLinear,
+    ScoredWeight,
     attach_scores,
     sparse_weights,
 )
@@ -32,9 +32,9 @@ __all__ = [
     "MaskCache",
     "MaskChoice",
     "MixedOp",
-    "SparseConv2d",
-    "SparseLinear",
-    "SparseWeight",
+    "MaskedConv2d",
+    "MaskedLinear",
+    "ScoredWeight",
     "Supernet",
     "attach_scores",
     "create_primitive",
