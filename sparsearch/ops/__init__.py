@@ -10,37 +10,25 @@
 
 from sparsearch.ops.cells import CellNetwork, CellSupernet
 from sparsearch.ops.macro import MacroSupernet
-from sparsearch.ops.masks import Candidate, MaskCache, mixed_mask, scaled_score_init
+from sparsearch.ops.masks import Candidate
 from sparsearch.ops.mixed import MixedOp
 from sparsearch.ops.primitives import create_primitive, list_primitives, register_primitive
-from sparsearch.ops.sparse import (
-    MaskChoice,
-    MaskedConv2d,
-    MaskedLinear,
-    ScoredWeight,
-    attach_scores,
-    sparse_weights,
-)
-from sparsearch.ops.supernet import PHASES, Supernet
+from sparsearch.ops.sparse import MaskChoice, MaskedConv2d, MaskedLinear
+from sparsearch.ops.supernet import Supernet
 
+# What a user builds or extends; the mechanisms behind them (score masks, mask caches,
+# phases) are imported from their modules by the code that needs them.
 __all__ = [
-    "PHASES",
     "Candidate",
     "CellNetwork",
     "CellSupernet",
     "MacroSupernet",
-    "MaskCache",
     "MaskChoice",
-    "MixedOp",
     "MaskedConv2d",
     "MaskedLinear",
-    "ScoredWeight",
+    "MixedOp",
     "Supernet",
-    "attach_scores",
     "create_primitive",
     "list_primitives",
-    "mixed_mask",
     "register_primitive",
-    "scaled_score_init",
-    "sparse_weights",
 ]
