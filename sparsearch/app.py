@@ -70,6 +70,10 @@ def print_report(report: SearchReport, setup: SearchSetup, console: Console) -> 
     console.print(table)
     console.print(f"hypervolume {report.hypervolume:.4f} "
                   f"(reference {dict(zip([m for m, _ in report.objectives], report.reference))})")
+    if report.early_stopping is not None:
+        console.print(f"{report.early_stopping.summary()} "
+                      f"(search.scheduler={setup.cfg.search.scheduler}, eta "
+                      f"{setup.cfg.search.eta})")
     for name, path in report.paths.items():
         console.print(f"  {name:<12} {path}")
 
@@ -79,6 +83,7 @@ def run_one(cfg: SparsearchConfig, run_dir: Path, *, console: Console) -> Search
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from sparsearch.runners import RUNNERS
+    from sparsearch.schedulers import scheduler_hook
     from sparsearch.search.report import dense_baseline, finalize_search
     from sparsearch.search.setup import config_dict, prepare_search
     from sparsearch.search.strategies import STRATEGIES
@@ -99,7 +104,9 @@ def run_one(cfg: SparsearchConfig, run_dir: Path, *, console: Console) -> Search
         params={"strategy": cfg.search.strategy, "space": cfg.space, "seed": cfg.seed,
                 "n_trials": cfg.search.n_trials, "timeout_s": cfg.search.timeout_s,
                 "objectives": list(cfg.search.objectives), "model": cfg.model.kind,
-                "data": cfg.data.name, "runner": cfg.runner.kind},
+                "data": cfg.data.name, "runner": cfg.runner.kind,
+                "scheduler": cfg.search.scheduler, "min_epochs": cfg.search.min_epochs,
+                "eta": cfg.search.eta},
         tags={keys.RUN_DIR: str(run_dir.resolve())})
     started = time.monotonic()
     try:
@@ -132,7 +139,11 @@ def run_one(cfg: SparsearchConfig, run_dir: Path, *, console: Console) -> Search
             trials_started = time.monotonic()
             strategy = strategy_cls(setup, study, tracker=tracker, parent_run_id=parent,
                                     on_trial=on_trial)
-            runner_cls(setup, tracker=tracker, parent_run_id=parent).run(strategy)
+            runner = runner_cls(setup, tracker=tracker, parent_run_id=parent)
+            # search.scheduler's hook on the report seam (None: nothing stops a trial).
+            runner.on_report = scheduler_hook(cfg.search, max_epochs=cfg.train.epochs,
+                                              objectives=setup.objectives, study=study)
+            runner.run(strategy)
             search_s = time.monotonic() - trials_started
         report = finalize_search(setup, study, tracker=tracker, parent_run_id=parent,
                                  dense=dense)
@@ -171,29 +182,39 @@ def run_search(cfg: SparsearchConfig, run_dir: Path, *, console: Console | None 
         report = run_one(cfg, run_dir, console=console)
         console.print(f"review: mlflow ui --backend-store-uri {cfg.tracking.uri}")
         return report
-    for strategy in cfg.search.compare:
-        validate(replace(cfg, search=replace(cfg.search, strategy=strategy, compare=[])))
+    from sparsearch.config import split_compare_entry
+
+    def entry_config(entry: str) -> SparsearchConfig:
+        # An entry without a scheduler suffix runs with search.scheduler.
+        strategy, scheduler = split_compare_entry(entry)
+        return replace(cfg, search=replace(cfg.search, strategy=strategy, compare=[],
+                                           scheduler=scheduler or cfg.search.scheduler))
+
+    for entry in cfg.search.compare:
+        validate(entry_config(entry))
     reports = {}
-    for strategy in cfg.search.compare:
-        sub = replace(cfg, search=replace(cfg.search, strategy=strategy, compare=[]))
-        sub_dir = run_dir / strategy
+    for entry in cfg.search.compare:
+        sub_dir = run_dir / entry
         sub_dir.mkdir(parents=True, exist_ok=True)
         first = run_dir / cfg.search.compare[0] / "dense.json"
         if first.exists() and not (sub_dir / "dense.json").exists():
             # One dense baseline for all strategies: the same hypervolume reference.
             shutil.copy(first, sub_dir / "dense.json")
-        reports[strategy] = run_one(sub, sub_dir, console=console)
+        reports[entry] = run_one(entry_config(entry), sub_dir, console=console)
     table = Table(title=f"{cfg.name}: strategies on the same space and budget "
                         f"(n_trials={cfg.search.n_trials}, timeout_s={cfg.search.timeout_s})")
     # "search s" is the budgeted part (the trials); "wall s" adds the dense baseline (trained
     # once, by the first strategy), the report and the exports.
-    for col in ("strategy", "hypervolume", "front size", "complete", "failed", "search s",
-                "wall s"):
+    for col in ("strategy", "hypervolume", "front size", "complete", "failed", "stopped",
+                "epochs saved", "search s", "wall s"):
         table.add_column(col, justify="left" if col == "strategy" else "right")
     for strategy, rep in reports.items():
+        stop = rep.early_stopping
         table.add_row(strategy, f"{rep.hypervolume:.4f}", str(len(rep.front)),
-                      str(rep.n_complete), str(rep.n_failed), f"{rep.search_s:.1f}",
-                      f"{rep.wall_s:.1f}")
+                      str(rep.n_complete), str(rep.n_failed),
+                      str(stop.n_pruned) if stop else "-",
+                      f"{stop.fraction_saved:.0%}" if stop else "-",
+                      f"{rep.search_s:.1f}", f"{rep.wall_s:.1f}")
     console.print(table)
     console.print(f"review: mlflow ui --backend-store-uri {cfg.tracking.uri}")
     return reports

@@ -162,8 +162,16 @@ class SearchConfig:
     # NSGA-II: population size.
     population_size: int = 16
     # Run each of these strategies in turn on the same space and budget, each as its own
-    # parent run (e.g. [random, dass]); empty: run `strategy` alone.
+    # parent run (e.g. [random, dass]); empty: run `strategy` alone. An entry may carry a
+    # scheduler as STRATEGY_SCHEDULER (e.g. random_asha).
     compare: list[str] = field(default_factory=list)
+    # Early stopping: none | asha (multi-objective asynchronous successive halving) |
+    # hyperband (several ASHA brackets).
+    scheduler: str = "none"
+    # First rung of the scheduler, in epochs (later rungs: min_epochs * eta**k).
+    min_epochs: int = 1
+    # Reduction factor of the scheduler: the best 1/eta at each rung go on (>= 2).
+    eta: int = 3
     # Differentiable search settings (strategy=dass).
     dass: DassConfig = field(default_factory=DassConfig)
 
@@ -258,6 +266,39 @@ def parse_objectives(objectives: list[str]) -> list[tuple[str, str]]:
     return out
 
 
+def split_compare_entry(entry: str) -> tuple[str, str | None]:
+    """"random_asha" -> ("random", "asha"); an entry with no scheduler suffix -> (entry, None)."""
+    from sparsearch.schedulers import list_schedulers
+
+    strategy, _, scheduler = entry.rpartition("_")
+    if strategy and scheduler in list_schedulers():
+        return strategy, scheduler
+    return entry, None
+
+
+def _validate_scheduler(cfg: SparsearchConfig, objectives: list[tuple[str, str]]) -> None:
+    from sparsearch.schedulers import RUNG_METRICS, list_schedulers
+
+    s = cfg.search
+    _one_of("search.scheduler", s.scheduler, list_schedulers())
+    if s.eta < 2:
+        raise ConfigError(f"search.eta must be an integer >= 2, got {s.eta}")
+    if s.min_epochs < 1:
+        raise ConfigError(f"search.min_epochs must be >= 1, got {s.min_epochs}")
+    if s.scheduler == "none":
+        return
+    if s.min_epochs >= cfg.train.epochs:
+        raise ConfigError(f"search.min_epochs must be < train.epochs ({cfg.train.epochs}) "
+                          f"for search.scheduler={s.scheduler}, got {s.min_epochs}")
+    if not {m for m, _ in objectives} & {"accuracy", "loss"}:
+        raise ConfigError(f"search.scheduler={s.scheduler} ranks trials on what they measure "
+                          f"at a rung: search.objectives must include accuracy or loss "
+                          f"(known at a rung: {list(RUNG_METRICS)})")
+    if s.strategy == "dass":
+        raise ConfigError("search.scheduler must be none for search.strategy=dass "
+                          "(it trains a supernet, not trials)")
+
+
 def validate(cfg: SparsearchConfig) -> SparsearchConfig:
     """Checks ranges and names of a composed config.
 
@@ -284,8 +325,13 @@ def validate(cfg: SparsearchConfig) -> SparsearchConfig:
     _one_of("train.optimizer", cfg.train.optimizer, ("adam", "sgd"))
     _one_of("train.device", cfg.train.device, ("cpu", "cuda", "auto"))
     STRATEGIES.check(cfg.search.strategy)
-    for strategy in cfg.search.compare:
-        _one_of("search.compare item", strategy, STRATEGIES.names())
+    for entry in cfg.search.compare:
+        if split_compare_entry(entry)[0] not in STRATEGIES:
+            from sparsearch.schedulers import list_schedulers
+
+            raise ConfigError(f"search.compare item must be one of {STRATEGIES.names()}, "
+                              f"optionally as STRATEGY_SCHEDULER with a scheduler of "
+                              f"{list_schedulers()} (e.g. random_asha), got {entry!r}")
     if cfg.search.n_trials is None and cfg.search.timeout_s is None:
         raise ConfigError("search.n_trials and search.timeout_s are both null: set a budget")
     if cfg.search.n_trials is not None and cfg.search.n_trials < 1:
@@ -293,6 +339,7 @@ def validate(cfg: SparsearchConfig) -> SparsearchConfig:
     if cfg.search.timeout_s is not None and cfg.search.timeout_s <= 0:
         raise ConfigError(f"search.timeout_s must be > 0 or null, got {cfg.search.timeout_s}")
     objectives = parse_objectives(list(cfg.search.objectives))
+    _validate_scheduler(cfg, objectives)
     if cfg.search.latency_batch_size < 1:
         raise ConfigError(f"search.latency_batch_size must be >= 1, "
                           f"got {cfg.search.latency_batch_size}")
