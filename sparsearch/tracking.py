@@ -20,11 +20,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from sparsearch import mlflow_keys as keys
+
 __all__ = ["Tracker", "artifact_root_for"]
 
-SEARCH_KEY = "sparsearch.search_key"
-TRIAL_KEY = "sparsearch.trial_key"
-PARENT = "mlflow.parentRunId"
+SEARCH_KEY = keys.SEARCH_KEY
+TRIAL_KEY = keys.TRIAL_KEY
+PARENT = keys.PARENT_RUN
 
 
 def artifact_root_for(uri: str) -> str | None:
@@ -112,7 +114,7 @@ class Tracker:
                             f"and tags.`sparsearch.role` = 'search'")
         if run_id is None:
             run = self.client.create_run(self.experiment_id, run_name=run_name, tags={
-                SEARCH_KEY: search_key, "sparsearch.role": "search", **(tags or {})})
+                SEARCH_KEY: search_key, keys.ROLE: "search", **(tags or {})})
             run_id = run.info.run_id
             self.log_params(run_id, params)
         else:
@@ -127,7 +129,7 @@ class Tracker:
         if run_id is None:
             run = self.client.create_run(self.experiment_id, run_name=run_name, tags={
                 SEARCH_KEY: search_key, TRIAL_KEY: str(trial_key), PARENT: parent_id,
-                "sparsearch.role": "trial", **{k: str(v) for k, v in (tags or {}).items()}})
+                keys.ROLE: "trial", **{k: str(v) for k, v in (tags or {}).items()}})
             run_id = run.info.run_id
         else:
             self.client.update_run(run_id, status="RUNNING")
@@ -199,6 +201,6 @@ class Tracker:
         nothing if the trial never opened a run."""
         run_id = self.trial_runs(search_key).get(trial_key)
         if run_id is not None:
-            self.set_tags(run_id, {"sparsearch.status": "failed",
-                                   "sparsearch.fail_reason": reason[:5000]})
+            self.set_tags(run_id, {keys.STATUS: "failed",
+                                   keys.FAIL_REASON: reason[:5000]})
             self.end_run(run_id, "FAILED")

@@ -10,12 +10,18 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from sparsearch import mlflow_keys as keys
 from sparsearch.evaluate import EvalContext
 from sparsearch.pareto import hypervolume, pareto_front
 from sparsearch.search.setup import SearchSetup
 from sparsearch.search.study import trial_key
+
+if TYPE_CHECKING:
+    import optuna
+
+    from sparsearch.tracking import Tracker
 
 __all__ = ["EarlyStopping", "FrontEntry", "SearchReport", "default_reference", "early_stopping",
            "finalize_search"]
@@ -176,7 +182,8 @@ def _plot(path: Path, setup: SearchSetup, points: list[list[float]], front: list
     plt.close(fig)
 
 
-def finalize_search(setup: SearchSetup, study: Any, *, tracker: Any, parent_run_id: str,
+def finalize_search(setup: SearchSetup, study: optuna.Study, *, tracker: Tracker,
+                    parent_run_id: str,
                     dense: dict[str, float]) -> SearchReport:
     """Derives the front, scores its subnets on test, tags runs, writes pareto.json/png."""
     from optuna.trial import TrialState
@@ -203,12 +210,12 @@ def finalize_search(setup: SearchSetup, study: Any, *, tracker: Any, parent_run_
     front_keys = {trial_key(complete[i]) for i in front}
     for key, run_id in runs.items():
         if key not in front_keys:
-            tracker.set_tags(run_id, {"pareto": "false"})
+            tracker.set_tags(run_id, {keys.PARETO: "false"})
     entries = []
     for rank, i in enumerate(front):
         t = complete[i]
         key = trial_key(t)
-        metrics = dict(t.user_attrs.get("sparsearch.metrics", {}))
+        metrics = dict(t.user_attrs.get(keys.METRICS, {}))
         cached = trial_dir(setup.run_dir, key) / "test.json"
         if cached.exists():
             metrics["test_accuracy"] = json.loads(cached.read_text())["test_accuracy"]
@@ -217,11 +224,12 @@ def finalize_search(setup: SearchSetup, study: Any, *, tracker: Any, parent_run_
             metrics["test_accuracy"] = accuracy_on_test(model, setup.ctx.data)
             cached.write_text(json.dumps({"test_accuracy": metrics["test_accuracy"]}))
         spec = json.loads((trial_dir(setup.run_dir, key) / "spec.json").read_text())
-        run_id = runs.get(key)
-        if run_id is not None:
-            tracker.set_tags(run_id, {"pareto": "true", "pareto_rank": rank})
-            tracker.log_metrics(run_id, {"test_accuracy": metrics["test_accuracy"]})
-        entries.append(FrontEntry(rank=rank, key=key, run_id=run_id, spec=spec, metrics=metrics))
+        front_run = runs.get(key)
+        if front_run is not None:
+            tracker.set_tags(front_run, {keys.PARETO: "true", keys.PARETO_RANK: rank})
+            tracker.log_metrics(front_run, {"test_accuracy": metrics["test_accuracy"]})
+        entries.append(FrontEntry(rank=rank, key=key, run_id=front_run, spec=spec,
+                                  metrics=metrics))
     report = SearchReport(objectives=setup.objectives, reference=reference, hypervolume=volume,
                           front=entries, n_complete=len(complete), n_failed=n_failed,
                           dense=dense)

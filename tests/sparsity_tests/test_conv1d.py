@@ -17,7 +17,7 @@ from sparsearch.data import DataSplits, iterate_batches, load_mnist1d_splits
 from sparsearch.export import load, save
 from sparsearch.metrics import dense_flops, sparse_flops
 from sparsearch.models import create_model
-from sparsearch.ops import SparseConv1d
+from sparsearch.ops import MaskedConv1d
 from sparsearch.sparsity import (
     allocate,
     apply_masks,
@@ -123,9 +123,9 @@ def test_every_recipe_prunes_conv1d_layers(mnist1d: DataSplits, recipe: str) -> 
     assert loss == loss and accuracy > 0.1  # finite, better than chance on 10 classes
 
 
-def test_sparse_conv1d_is_the_masked_convolution() -> None:
+def test_masked_conv1d_is_the_masked_convolution() -> None:
     torch.manual_seed(2)
-    conv = SparseConv1d(4, 6, 3, keep=0.3, padding=1, bias=False)
+    conv = MaskedConv1d(4, 6, 3, keep=0.3, padding=1, bias=False)
     x = torch.randn(2, 4, 20)
     mask = conv.sparse.binary_masks()[0]
     expected = F.conv1d(x, conv.parametrizations.weight.original * mask, padding=1)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from abc import abstractmethod
 
 from sparsearch.sparsity.masking import apply_masks
-from sparsearch.sparsity.plan import LayerPlan
+from sparsearch.sparsity.plan import LayerSparsity
 from sparsearch.sparsity.recipes._base import Recipe, RecipeContext, mask_flip_rate
 from sparsearch.sparsity.recipes._dynamic_mask import (
     DynamicMask,
@@ -36,7 +36,7 @@ class ProgressiveRecipe(Recipe):
         """Checks the subclass's own knobs (raises ValueError)."""
 
     @abstractmethod
-    def set_progress(self, handles: dict[str, DynamicMask], plans: dict[str, LayerPlan],
+    def set_progress(self, handles: dict[str, DynamicMask], plans: dict[str, LayerSparsity],
                      progress: float | None) -> None:
         """Sets every DynamicMask for ``progress`` in [0, 1] (None: the dense phase)."""
 

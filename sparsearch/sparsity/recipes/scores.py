@@ -23,7 +23,7 @@ from torch.nn.utils import parametrize
 
 from sparsearch.sparsity.masking import apply_masks, current_masks, prunable_layers
 from sparsearch.sparsity.patterns import layer_mask
-from sparsearch.sparsity.plan import LayerPlan
+from sparsearch.sparsity.plan import LayerSparsity
 from sparsearch.sparsity.recipes._base import Recipe, RecipeContext, mask_flip_rate, register_recipe
 from sparsearch.sparsity.recipes._dynamic_mask import split_phases
 from sparsearch.train import train_epoch
@@ -34,7 +34,7 @@ __all__ = ["ScoreMask"]
 class ScoreMask(nn.Module):
     """Parametrization ``W -> W * TopK(|S|)`` with a trainable score tensor ``scores``."""
 
-    def __init__(self, plan: LayerPlan, weight: torch.Tensor) -> None:
+    def __init__(self, plan: LayerSparsity, weight: torch.Tensor) -> None:
         super().__init__()
         self.plan = plan
         fan_in = weight[0].numel()
