@@ -18,7 +18,7 @@ existing Linear / Conv1d / Conv2d, so module names and forwards stay those of th
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -92,7 +92,7 @@ class ScoredWeight(nn.Module):
 
 def attach_scores(layer: nn.Module, choice: MaskChoice) -> ScoredWeight:
     """Makes an existing Linear / Conv2d sparse: its weight becomes ``W * M(S)``."""
-    sparse = ScoredWeight(layer.weight, choice)
+    sparse = ScoredWeight(cast(torch.Tensor, layer.weight), choice)
     parametrize.register_parametrization(layer, "weight", sparse, unsafe=True)
     return sparse
 
@@ -102,10 +102,19 @@ def sparse_weights(model: nn.Module) -> dict[str, ScoredWeight]:
     out = {}
     for name, module in model.named_modules():
         if parametrize.is_parametrized(module, "weight"):
-            for p in module.parametrizations.weight:
+            # ``parametrizations`` is set by torch at run time; mypy sees Tensor | Module.
+            parametrized: Any = module
+            for p in parametrized.parametrizations.weight:
                 if isinstance(p, ScoredWeight):
                     out[name] = p
     return out
+
+
+def _scored_weight(layer: nn.Module) -> ScoredWeight:
+    # The ScoredWeight that ``attach_scores`` registered first; ``parametrizations`` is set
+    # by torch at run time, so mypy sees it as Tensor | Module.
+    parametrized: Any = layer
+    return cast(ScoredWeight, parametrized.parametrizations.weight[0])
 
 
 class MaskedLinear(nn.Linear):
@@ -124,7 +133,7 @@ class MaskedLinear(nn.Linear):
 
     @property
     def sparse(self) -> ScoredWeight:
-        return self.parametrizations.weight[0]
+        return _scored_weight(self)
 
 
 class MaskedConv2d(nn.Conv2d):
@@ -144,7 +153,7 @@ class MaskedConv2d(nn.Conv2d):
 
     @property
     def sparse(self) -> ScoredWeight:
-        return self.parametrizations.weight[0]
+        return _scored_weight(self)
 
 
 class MaskedConv1d(nn.Conv1d):
@@ -164,4 +173,4 @@ class MaskedConv1d(nn.Conv1d):
 
     @property
     def sparse(self) -> ScoredWeight:
-        return self.parametrizations.weight[0]
+        return _scored_weight(self)

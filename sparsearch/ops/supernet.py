@@ -13,7 +13,8 @@ the dense network costs 1.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -91,7 +92,7 @@ class Supernet(nn.Module, ABC):
     def reset_scores(self) -> None:
         """HYDRA's scaled score init from the current weights (start of mask learning)."""
         for name, sw in self.sparse_layers().items():
-            layer = self.get_submodule(name)
+            layer: Any = self.get_submodule(name)  # parametrized: W is "original"
             sw.reset_scores(layer.parametrizations.weight.original)
 
     def set_override(self, decision: str, weights: torch.Tensor | None) -> None:
@@ -119,7 +120,7 @@ class Supernet(nn.Module, ABC):
 
 @torch.no_grad()
 def layer_costs(model: nn.Module, example: torch.Tensor,
-                layers: dict[str, nn.Module]) -> dict[str, tuple[float, float]]:
+                layers: Mapping[str, nn.Module]) -> dict[str, tuple[float, float]]:
     """(weights, FLOPs per sample) of each named Linear / Conv2d in one forward of ``example``.
 
     FLOPs count a multiply-add as 2, as ``torch.utils.flop_counter`` does.
@@ -128,9 +129,9 @@ def layer_costs(model: nn.Module, example: torch.Tensor,
     hooks = []
 
     def record(name: str, module: nn.Module, output: torch.Tensor) -> None:
-        numel = float(module.weight.numel())
+        numel = float(cast(torch.Tensor, module.weight).numel())
         # Positions the weight is applied at: H*W for a conv, tokens for a Linear on [B, T, D].
-        positions = output[0].numel() / module.weight.shape[0]
+        positions = output[0].numel() / cast(torch.Tensor, module.weight).shape[0]
         out[name] = (numel, 2.0 * numel * positions)
 
     for name, module in layers.items():

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from sparsearch.catalogue import Catalogue
-from sparsearch.sparsity.masking import prunable_layers
+from sparsearch.sparsity.masking import PrunableLayer, prunable_layers
 from sparsearch.sparsity.patterns import n_pruned
 
 __all__ = [
@@ -124,7 +124,7 @@ def allocate(
     return {name: counts[name] / selected[name].weight.numel() for name in selected}
 
 
-def _sizes(layers: Mapping[str, nn.Module]) -> dict[str, int]:
+def _sizes(layers: Mapping[str, PrunableLayer]) -> dict[str, int]:
     return {name: module.weight.numel() for name, module in layers.items()}
 
 
@@ -155,13 +155,13 @@ def _apportion(targets: Mapping[str, float], caps: Mapping[str, int], total: int
     return counts
 
 
-def _solve(layers: Mapping[str, nn.Module], sparsity: float) -> tuple[dict[str, int], int]:
+def _solve(layers: Mapping[str, PrunableLayer], sparsity: float) -> tuple[dict[str, int], int]:
     sizes = _sizes(layers)
     return sizes, round(sparsity * sum(sizes.values()))
 
 
 @register_allocation("uniform")
-def _uniform(layers: Mapping[str, nn.Module], sparsity: float, *, keep_first: bool = False,
+def _uniform(layers: Mapping[str, PrunableLayer], sparsity: float, *, keep_first: bool = False,
              keep_last: bool = False) -> dict[str, int]:
     sizes, total = _solve(layers, sparsity)
     names = list(sizes)
@@ -231,7 +231,7 @@ def erk_densities(
 
 
 @register_allocation("erk")
-def _erk(layers: Mapping[str, nn.Module], sparsity: float, *, power: float = 1.0
+def _erk(layers: Mapping[str, PrunableLayer], sparsity: float, *, power: float = 1.0
          ) -> dict[str, int]:
     sizes, total = _solve(layers, sparsity)
     shapes = {n: tuple(m.weight.shape) for n, m in layers.items()}
@@ -242,7 +242,7 @@ def _erk(layers: Mapping[str, nn.Module], sparsity: float, *, power: float = 1.0
 
 
 @register_allocation("global")
-def _global(layers: Mapping[str, nn.Module], sparsity: float, *, min_threshold: float = 0.05
+def _global(layers: Mapping[str, PrunableLayer], sparsity: float, *, min_threshold: float = 0.05
             ) -> dict[str, int]:
     if not (isinstance(min_threshold, (int, float)) and 0.0 <= min_threshold < 100.0):
         raise ValueError(f"global.min_threshold must be a percent in [0, 100), "
@@ -287,7 +287,7 @@ def _water_fill(base: Mapping[str, int], caps: Mapping[str, int], total: int) ->
 
 
 @register_allocation("layerwise")
-def _layerwise(layers: Mapping[str, nn.Module], sparsity: float, *,
+def _layerwise(layers: Mapping[str, PrunableLayer], sparsity: float, *,
                sparsities: Mapping[str, float] | None = None) -> dict[str, int]:
     given = dict(sparsities or {})
     unknown = sorted(set(given) - set(layers))

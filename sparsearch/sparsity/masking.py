@@ -6,6 +6,8 @@ Masks are applied with ``torch.nn.utils.parametrize``: the trainable tensor stay
 
 from __future__ import annotations
 
+from typing import Any, TypeAlias
+
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
@@ -24,10 +26,13 @@ __all__ = [
 
 # Layers whose weight is pruned; any other module of a model stays dense.
 PRUNABLE_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d)
+PrunableLayer: TypeAlias = nn.Linear | nn.Conv1d | nn.Conv2d
 
 
 class WeightMask(nn.Module):
     """Parametrization ``w -> w * mask`` (the mask is a buffer, so it moves with the model)."""
+
+    mask: torch.Tensor  # a buffer, declared for mypy (``register_buffer`` sets it)
 
     def __init__(self, mask: torch.Tensor) -> None:
         super().__init__()
@@ -37,7 +42,7 @@ class WeightMask(nn.Module):
         return weight * self.mask.to(weight.dtype)
 
 
-def prunable_layers(model: nn.Module) -> dict[str, nn.Module]:
+def prunable_layers(model: nn.Module) -> dict[str, PrunableLayer]:
     """The Linear, Conv1d and Conv2d layers of ``model`` by module name, in definition order."""
     return {
         name: module
@@ -48,7 +53,9 @@ def prunable_layers(model: nn.Module) -> dict[str, nn.Module]:
 
 def _mask_of(layer: nn.Module) -> WeightMask | None:
     if parametrize.is_parametrized(layer, "weight"):
-        for p in layer.parametrizations.weight:
+        # ``parametrizations`` is set by torch at run time; mypy sees Tensor | Module.
+        parametrized: Any = layer
+        for p in parametrized.parametrizations.weight:
             if isinstance(p, WeightMask):
                 return p
     return None
@@ -62,7 +69,7 @@ def apply_masks(model: nn.Module, masks: dict[str, torch.Tensor]) -> None:
     """
     layers = dict(model.named_modules())
     for name, mask in masks.items():
-        layer = layers[name]
+        layer: Any = layers[name]  # a Linear / Conv with ``parametrizations`` added below
         if mask.shape != layer.weight.shape:
             raise ValueError(f"mask for {name} has shape {tuple(mask.shape)}, "
                              f"weight has {tuple(layer.weight.shape)}")
@@ -89,7 +96,8 @@ def zero_pruned(model: nn.Module) -> None:
     for layer in prunable_layers(model).values():
         wm = _mask_of(layer)
         if wm is not None:
-            layer.parametrizations.weight.original.mul_(wm.mask)
+            parametrized: Any = layer  # parametrized: W is "original"
+            parametrized.parametrizations.weight.original.mul_(wm.mask)
 
 
 def current_masks(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -14,6 +14,7 @@ Recipes ask the plan for masks at a *fraction* of the final sparsity (0 = dense,
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -52,8 +53,10 @@ class SparsityPlan:
             pattern = (rule.pattern if rule and rule.pattern else spec.pattern)
             nm_text = rule.nm if rule and rule.nm else spec.nm
             block_text = rule.block if rule and rule.block else spec.block
-            nm = parse_nm(nm_text) if pattern == "nm" else None
-            block = parse_block(block_text) if pattern == "block" else None
+            # SubnetSpec's validation gives an "nm" / "block" pattern its text; cast, not a
+            # check, so a rule missing it still fails inside the parser as it always has.
+            nm = parse_nm(cast(str, nm_text)) if pattern == "nm" else None
+            block = parse_block(cast(str, block_text)) if pattern == "block" else None
             self._patterns[name] = (pattern, nm, block)
             if pattern == "nm":
                 continue

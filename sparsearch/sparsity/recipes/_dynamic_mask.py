@@ -12,6 +12,7 @@ MDGF's mask decay (Bambhaniya et al., arXiv 2402.04744).
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import torch
 from torch import nn
@@ -36,14 +37,14 @@ class _FlowMask(torch.autograd.Function):
     """Forward ``W * (E + (1 - E) * alpha)``; backward straight-through plus SR-STE decay."""
 
     @staticmethod
-    def forward(ctx, weight: torch.Tensor, keep: torch.Tensor, alpha: float,
+    def forward(ctx: Any, weight: torch.Tensor, keep: torch.Tensor, alpha: float,
                 decay: float) -> torch.Tensor:
         ctx.save_for_backward(weight, keep)
         ctx.decay = decay
         return weight * (keep + (1.0 - keep) * alpha)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         weight, keep = ctx.saved_tensors
         if ctx.decay:
             # SR-STE: grad + lambda_w * (1 - mask) * w, so momentum and Adam see the pull.
@@ -60,6 +61,8 @@ class DynamicMask(nn.Module):
         decay: SR-STE's lambda_w on pruned weights in the backward.
         mask: the last computed keep-mask (bool buffer).
     """
+
+    mask: torch.Tensor  # a buffer, declared for mypy (``register_buffer`` sets it)
 
     def __init__(self, plan: LayerSparsity, like: torch.Tensor, *, decay: float = 0.0) -> None:
         super().__init__()
@@ -110,7 +113,9 @@ def live_masks(model: nn.Module) -> dict[str, torch.Tensor]:
     out = {}
     for name, layer in prunable_layers(model).items():
         if parametrize.is_parametrized(layer, "weight"):
-            for p in layer.parametrizations.weight:
+            # ``parametrizations`` is set by torch at run time; mypy sees Tensor | Module.
+            parametrized: Any = layer
+            for p in parametrized.parametrizations.weight:
                 if isinstance(p, (WeightMask, DynamicMask)):
                     out[name] = p.mask.clone()
     return out

@@ -22,7 +22,7 @@ from sparsearch.train import train_epoch
 @register_recipe
 class RandomInit(Recipe):
     name = "random_init"
-    knobs: dict[str, object] = {}
+    knobs = {}
 
     def run(self, ctx: RecipeContext) -> None:
         layers = prunable_layers(ctx.model)
