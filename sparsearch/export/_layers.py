@@ -16,7 +16,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -97,7 +97,8 @@ class KernelLinear(_KernelRoutes):
         i = bisect.bisect_right(self._bounds, x.shape[0] if x.dim() > 1 else 1)
         kernel = self._kernels[i]
         if kernel is None:
-            return F.linear(x, self.weight, self.bias)
+            # A class without a kernel was built with its dense weight.
+            return F.linear(x, cast(torch.Tensor, self.weight), self.bias)
         x2 = x if x.dim() == 2 else x.reshape(-1, self.in_features)
         # Contiguous, so callers may .view() the output as they would nn.Linear's.
         y = kernel.linear(self._operands[i], x2, self.bias).contiguous()
@@ -151,7 +152,9 @@ class KernelConv2d(_KernelRoutes):
         i = bisect.bisect_right(self._bounds, x.shape[0])
         kernel = self._kernels[i]
         if kernel is None:
-            y = F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation)
+            # A class without a kernel was built with its dense weight.
+            y = F.conv2d(x, cast(torch.Tensor, self.weight), self.bias, self.stride,
+                         self.padding, self.dilation)
         else:
             cols, height, width = self._columns(x)
             y = kernel.linear(self._operands[i], cols, self.bias)
@@ -188,10 +191,11 @@ def layer_geometry(module: nn.Module) -> dict[str, Any] | None:
                 "out_features": module.out_features, "bias": module.bias is not None}
     if (cls is nn.Conv2d and module.groups == 1 and module.padding_mode == "zeros"
             and not isinstance(module.padding, str)):
-        return {"type": "conv2d", "in_channels": module.in_channels,
-                "out_channels": module.out_channels, "kernel_size": list(module.kernel_size),
-                "stride": list(module.stride), "padding": list(module.padding),
-                "dilation": list(module.dilation), "bias": module.bias is not None}
+        conv = cast(nn.Conv2d, module)  # ``cls is nn.Conv2d`` does not narrow for mypy
+        return {"type": "conv2d", "in_channels": conv.in_channels,
+                "out_channels": conv.out_channels, "kernel_size": list(conv.kernel_size),
+                "stride": list(conv.stride), "padding": list(conv.padding),
+                "dilation": list(conv.dilation), "bias": conv.bias is not None}
     return None
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +57,7 @@ _REQUIRED_KEYS = {"weights": dict, "layers": dict, "batch_sizes": list}
 _REQUIRED_WEIGHTS_KEYS = {"file": str, "sha256": str}
 
 
-def _check_keys(node: dict[str, Any], required: dict[str, type], *, where: str,
+def _check_keys(node: dict[str, Any], required: Mapping[str, type], *, where: str,
                 manifest_path: Path) -> None:
     for key, kind in required.items():
         if key not in node:

@@ -17,11 +17,15 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from sparsearch.export._manifest import read_manifest
+
+if TYPE_CHECKING:
+    from mlflow.models import ModelSignature
 
 __all__ = ["RegisteredExport", "load_registered", "log_export"]
 
@@ -82,7 +86,7 @@ def _tracking(uri: str | None) -> Iterator[None]:
         mlflow.set_tracking_uri(previous)
 
 
-def _signature(input_shape: list[int] | None):
+def _signature(input_shape: list[int] | None) -> ModelSignature | None:
     import numpy as np
     from mlflow.models import ModelSignature
     from mlflow.types import Schema, TensorSpec

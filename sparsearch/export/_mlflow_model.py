@@ -6,16 +6,18 @@ so no cloudpickle is involved) with the export directory as the artifact ``expor
 """
 
 
+from typing import Any
+
 import mlflow
 import numpy as np
 import torch
-from mlflow.pyfunc import PythonModel
+from mlflow.pyfunc import PythonModel, PythonModelContext
 
 
 class SparseExportModel(PythonModel):
     """Loads the export with ``sparsearch.export.load`` and runs numpy batches through it."""
 
-    def load_context(self, context) -> None:
+    def load_context(self, context: PythonModelContext) -> None:
         from sparsearch.export import load, read_manifest
 
         config = context.model_config or {}
@@ -27,7 +29,8 @@ class SparseExportModel(PythonModel):
 
     # The ndarray hint tells MLflow there is no schema to infer from it (the signature is
     # given at logging), which also spares every log a "add type hints" warning.
-    def predict(self, context, model_input: np.ndarray, params=None):
+    def predict(self, context: PythonModelContext | None, model_input: np.ndarray,
+                params: dict[str, Any] | None = None) -> np.ndarray:
         x = torch.as_tensor(np.asarray(model_input, dtype=np.float32))
         if self.input_shape is not None:
             # Tabular inputs arrive flattened: restore the model's sample shape.

@@ -10,9 +10,9 @@ from __future__ import annotations
 import copy
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -77,7 +77,9 @@ def effective_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     def visit(module: nn.Module, prefix: str) -> None:
         masked = parametrize.is_parametrized(module)
         if masked:
-            for name in module.parametrizations:
+            # ``parametrizations`` is set by torch at run time; mypy sees Tensor | Module.
+            parametrized: Any = module
+            for name in parametrized.parametrizations:
                 state[prefix + name] = getattr(module, name).detach()
         for name, p in module._parameters.items():
             if p is not None:
@@ -104,9 +106,10 @@ def strip_parametrizations(model: nn.Module) -> None:
     for module in list(model.modules()):
         if not parametrize.is_parametrized(module):
             continue
+        parametrized: Any = module  # ``parametrizations`` is set by torch at run time
         with torch.no_grad():
             values = {name: getattr(module, name).detach().clone()
-                      for name in module.parametrizations}
+                      for name in parametrized.parametrizations}
         del module._modules["parametrizations"]
         module.__class__ = module.__class__.__bases__[0]
         for name, value in values.items():
@@ -128,7 +131,7 @@ def _record_input_shapes(model: nn.Module, layers: dict[str, nn.Module],
                          example: torch.Tensor) -> dict[str, tuple[int, ...]]:
     shapes: dict[str, tuple[int, ...]] = {}
 
-    def hook(name: str):
+    def hook(name: str) -> Callable[[nn.Module, tuple[Any, ...]], None]:
         def record(_: nn.Module, args: tuple[Any, ...]) -> None:
             if args and isinstance(args[0], torch.Tensor):
                 shapes.setdefault(name, tuple(args[0].shape[1:]))
@@ -177,7 +180,8 @@ def plan_model(model: nn.Module, *, example_input: torch.Tensor | None = None,
     for name, module in candidates.items():
         if shapes is not None and name not in shapes:
             continue  # never called in forward: its parent may read the weight directly
-        geometry = layer_geometry(module)
+        # ``candidates`` holds only the modules with a geometry.
+        geometry = cast(dict[str, Any], layer_geometry(module))
         layout, weight = detect_format(state.pop(f"{name}.weight"), block_hint=block_hint)
         sample_shape = shapes[name] if shapes is not None else _default_sample_shape(geometry)
         bias = state.get(f"{name}.bias")

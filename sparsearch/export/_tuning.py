@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import platform
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -135,7 +135,7 @@ def time_ms(module: nn.Module, x: torch.Tensor, *, min_run_time_s: float,
     return sorted(samples)[len(samples) // 2] * 1e3
 
 
-def time_interleaved(modules: dict[str, Callable[[torch.Tensor], Any]], x: torch.Tensor, *,
+def time_interleaved(modules: Mapping[str, Callable[[torch.Tensor], Any]], x: torch.Tensor, *,
                      min_run_time_s: float, rounds: int,
                      threads: int | None = None) -> dict[str, list[float]]:
     """Milliseconds per call of each module, timed in turn: ``3 * rounds`` blocks each.
@@ -215,7 +215,7 @@ def tune_layer(geometry: dict[str, Any], weight: SparseWeight, *, layout: str,
     device = torch.device(device)
     sizes = sorted(batch_sizes)
     tolerance = _TOLERANCE.get(dtype, _HALF_TOLERANCE)
-    common = {"layout": layout, "batch_sizes": sizes, "bias": bias, "device": device,
+    common: dict[str, Any] = {"layout": layout, "batch_sizes": sizes, "bias": bias, "device": device,
               "dtype": dtype}
     dense = build_layer(geometry, weight, kernels=["dense"] * len(sizes), **common)
     candidates, skipped = kernels_for(weight, device=device, dtype=dtype)
@@ -248,12 +248,12 @@ def tune_layer(geometry: dict[str, Any], weight: SparseWeight, *, layout: str,
                 if name == "dense":
                     continue
                 try:
-                    err = _relative_error(module(x), ref)
+                    rel_error = _relative_error(module(x), ref)
                 except RuntimeError as exc:
                     class_rejected[name] = f"run failed: {exc}"
                     continue
-                if err > tolerance:
-                    class_rejected[name] = f"relative error {err:.2e} > {tolerance:.0e}"
+                if rel_error > tolerance:
+                    class_rejected[name] = f"relative error {rel_error:.2e} > {tolerance:.0e}"
                 else:
                     runnable[name] = module
         times, spread, load = _time_class(runnable, x, device=device,
@@ -291,6 +291,7 @@ def _time_class(runnable: dict[str, nn.Module], x: torch.Tensor, *, device: torc
             best = (samples, load)
         if machine_busy(device) is None:
             break
+    assert best is not None  # the loop above runs at least once
     samples, load = best
     times = {name: screened[name] for name in screened if name not in finalists}
     times.update({name: statistics.median(blocks) for name, blocks in samples.items()})
