@@ -43,7 +43,7 @@ def pareto_front(points: Sequence[Point], directions: Sequence[str]) -> list[int
         directions: "max" or "min" per objective.
     """
     mins = to_minimisation(points, directions)
-    front = []
+    front: list[int] = []
     for i, p in enumerate(mins):
         dominated = any(_dominates(q, p) for j, q in enumerate(mins) if j != i)
         duplicate = any(mins[j] == p for j in front)

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 
@@ -77,14 +77,17 @@ class Dimension:
         if self.kind == "float":
             return trial.suggest_float(self.name, self.low, self.high, log=self.log,
                                        step=self.step)
-        return trial.suggest_int(self.name, int(self.low), int(self.high), log=self.log,
+        # A float / int range always has its bounds (checked when the space is read).
+        return trial.suggest_int(self.name, int(cast(float, self.low)),
+                                 int(cast(float, self.high)), log=self.log,
                                  step=int(self.step or 1))
 
     def grid(self, levels: int) -> list[Any]:
         """``levels`` evenly spaced points (log-spaced with ``log``) of a float/int range."""
         if self.kind in ("choice", "fixed"):
             return self.possible_values()
-        lo, hi = float(self.low), float(self.high)
+        # A float / int range always has its bounds (checked when the space is read).
+        lo, hi = float(cast(float, self.low)), float(cast(float, self.high))
         if levels < 2 or lo == hi:
             return [self.low]
         if self.log:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -131,7 +131,10 @@ def make_trainer(net: Supernet, ctx: EvalContext, plan: SupernetPlan, dass: Dass
     # the front, so neither may steer alpha or a PT decision.
     train = ctx.data.train
     device = device_of(ctx.device)
-    weights_data, alpha_data = split_for_alpha((train[0].to(device), train[1].to(device)),
+    # split_for_alpha indexes the inputs by permutation, which only an in-memory tensor
+    # allows: a streamed split is not checked for here and fails inside it.
+    inputs = cast(torch.Tensor, train[0])
+    weights_data, alpha_data = split_for_alpha((inputs.to(device), train[1].to(device)),
                                                fraction=dass.alpha_fraction, seed=ctx.seed)
     return BilevelTrainer(net, weights_data=weights_data, alpha_data=alpha_data,
                           settings=settings,

@@ -25,7 +25,7 @@ from __future__ import annotations
 import fnmatch
 import json
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, cast
 
 from sparsearch.config import ConfigError, DassConfig
 from sparsearch.ops.masks import Candidate
@@ -133,8 +133,10 @@ def fixed_values(space: SearchSpace, overrides: dict[str, Any]) -> dict[str, Any
             raise ConfigError(f"search.dass.fixed.{name}: not a non-architecture parameter of "
                               f"space {space.source}; allowed: {sorted(dims)}")
         dim = dims[name]
+        # A float / int range always has its bounds (checked when the space is read).
         ok = (value in dim.possible_values() if dim.kind in ("choice", "fixed")
-              else isinstance(value, (int, float)) and dim.low <= value <= dim.high)
+              else isinstance(value, (int, float))
+              and cast(float, dim.low) <= value <= cast(float, dim.high))
         if not ok:
             raise ConfigError(f"search.dass.fixed.{name}: {value!r} is outside the space's "
                               f"{dim.kind} {dim.possible_values()}")
@@ -251,7 +253,7 @@ def space_targets(space: SearchSpace, *, levels: int,
                 continue
             grown.extend({**values, key: value} for value in dim.grid(levels))
         points = grown
-    specs = {}
+    specs: dict[str, SubnetSpec] = {}
     for values in points:
         spec = space.to_spec(values)
         specs.setdefault(spec.to_json(), spec)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
 from sparsearch.search.dass.sweep import SweepPoint
 from sparsearch.space import HPARAMS, SearchSpace
@@ -56,7 +56,9 @@ def dass_front(points: Sequence[SweepPoint]) -> list[SweepPoint]:
     """The sweep's non-dominated subnets by (cost min, accuracy max), sparsest first."""
     trained = [p for p in points if p.duplicate_of is None and p.retrain_of is None
                and p.accuracy is not None]
-    front = [p for p in trained
-             if not any(q.cost <= p.cost and q.accuracy >= p.accuracy
-                        and (q.cost < p.cost or q.accuracy > p.accuracy) for q in trained)]
+    # ``trained`` keeps only points with an accuracy; the pairs say so to mypy.
+    scored = [(p, cast(float, p.accuracy)) for p in trained]
+    front = [p for p, acc in scored
+             if not any(q.cost <= p.cost and q_acc >= acc
+                        and (q.cost < p.cost or q_acc > acc) for q, q_acc in scored)]
     return sorted(front, key=lambda p: (p.cost, -float(p.accuracy or 0.0)))
