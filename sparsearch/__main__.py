@@ -8,10 +8,14 @@ from __future__ import annotations
 import io
 import sys
 from importlib import resources
+from typing import TYPE_CHECKING, TextIO
 
 import hydra
 
 from sparsearch.config import register_configs
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 _CONF_DIR = str(resources.files("sparsearch.conf"))
 # Lines of Hydra's composition errors that repeat what the first lines said.
@@ -25,7 +29,7 @@ class _HeldStderr(io.TextIOBase):
     one ``error:`` line and exit code 2, like every other bad input, instead of a block.
     """
 
-    def __init__(self, real: io.TextIOBase) -> None:
+    def __init__(self, real: TextIO) -> None:
         self.real = real
         self.held: list[str] = []
         self.passing = False
@@ -55,7 +59,7 @@ _stderr = _HeldStderr(sys.stderr)
 
 
 @hydra.main(config_path=_CONF_DIR, config_name="config", version_base="1.3")
-def _main(cfg) -> None:
+def _main(cfg: DictConfig) -> None:
     _stderr.release()
     sys.stderr = _stderr.real
     from sparsearch.app import run

@@ -10,13 +10,16 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from sparsearch.data import DataSplits, iterate_batches
 from sparsearch.spec import SubnetSpec
+
+if TYPE_CHECKING:
+    from sparsearch.train import TrainSettings
 
 __all__ = ["EvalContext", "TrialResult", "TrialStopped", "build_model", "evaluate",
            "accuracy_on_test", "pruned_result"]
@@ -127,7 +130,7 @@ def build_model(ctx: EvalContext, *, seed: int | None = None) -> nn.Module:
     return model
 
 
-def _settings(spec: SubnetSpec, ctx: EvalContext):
+def _settings(spec: SubnetSpec, ctx: EvalContext) -> TrainSettings:
     from sparsearch.train import TrainSettings
 
     base = dict(ctx.train)

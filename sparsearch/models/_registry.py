@@ -39,7 +39,8 @@ def create_model(
     Raises:
         ValueError: for an unknown kind.
     """
-    model = MODELS.get(kind)(in_shape=tuple(in_shape), num_classes=num_classes, **options)
+    # Any: nn.Module types its attributes as Tensor | Module; sparsearch_build is plain data.
+    model: Any = MODELS.get(kind)(in_shape=tuple(in_shape), num_classes=num_classes, **options)
     # How to build this model again (read by export to rebuild it from a manifest).
     model.sparsearch_build = {
         "kind": kind,

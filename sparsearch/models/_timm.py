@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import nn
 
 from sparsearch.models._registry import register_model
@@ -17,8 +19,8 @@ def timm_model(*, in_shape: tuple[int, ...], num_classes: int, name: str = "resn
         raise ValueError(f"model.kind=timm needs image data (C, H, W), got input shape {in_shape}")
     if name not in timm.list_models():
         raise ValueError(f"model.name must be a timm model name, got {name!r}")
-    kwargs: dict[str, object] = {"pretrained": False, "num_classes": num_classes,
-                                 "in_chans": in_shape[0]}
+    kwargs: dict[str, Any] = {"pretrained": False, "num_classes": num_classes,
+                              "in_chans": in_shape[0]}
     if img_size is not None:
         kwargs["img_size"] = img_size
     # The model's own keyword arguments (a ViT's patch_size, drop_rate, ...).
