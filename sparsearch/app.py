@@ -99,17 +99,30 @@ def run_one(cfg: SparsearchConfig, run_dir: Path, *, console: Any) -> Any:
     """Runs one validated search (one strategy) in ``run_dir``; returns its SearchReport."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from sparsearch.preflight import check_environment
+    from sparsearch.search.fingerprint import (
+        check_fingerprint,
+        search_fingerprint,
+        write_fingerprint,
+    )
     from sparsearch.search.report import dense_baseline, finalize_search
     from sparsearch.search.setup import config_dict, prepare_search
     from sparsearch.search.strategies import create_sampler
     from sparsearch.search.study import budget_used, open_study, recover_stale
+    from sparsearch.space import resolve_space
     from sparsearch.tracking import Tracker
 
     validate(cfg)
     setup = prepare_search(cfg, run_dir)
     _check_available(cfg)
+    # Before anything is opened or written: a run dir holds one search, and every path and
+    # service the search needs answers now rather than after the dense baseline trained.
+    fingerprint = search_fingerprint(cfg, space_path=resolve_space(cfg.space),
+                                     model=setup.ctx.model, train=setup.ctx.train)
+    check_fingerprint(run_dir, fingerprint)
+    check_environment(cfg, run_dir)
     _quiet_libraries()
-    run_dir.mkdir(parents=True, exist_ok=True)
+    write_fingerprint(run_dir, fingerprint)
     tracker = Tracker(cfg.tracking.uri, setup.experiment)
     parent = tracker.start_search(
         search_key=setup.search_key, run_name=f"{setup.study_name}-{cfg.search.strategy}",

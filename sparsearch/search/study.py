@@ -12,6 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from sparsearch.config import ConfigError
+
 __all__ = ["RETRY_OF", "STALE", "budget_used", "open_study", "recover_stale", "trial_key"]
 
 STALE = "sparsearch.stale"
@@ -32,7 +34,7 @@ def open_study(*, name: str, storage: str | None, run_dir: Path, sampler: Any,
     )
     existing = [d.name.lower()[:3] for d in study.directions]
     if existing != [d[:3] for d in directions]:
-        raise ValueError(f"search.objectives changed since this run dir's study was created "
+        raise ConfigError(f"search.objectives changed since this run dir's study was created "
                          f"(study has {existing}); use a new hydra.run.dir")
     return study
 
