@@ -88,6 +88,9 @@ def _main(cfg) -> None:
 def entry() -> None:
     """Console entry: Hydra's own config errors exit 2 with one line, as all bad input does."""
     register_configs()
+    if "-v" in sys.argv[1:]:
+        # -v is hydra.verbose=true: library messages stay on the terminal (sparsearch.terminal).
+        sys.argv = [a for a in sys.argv if a != "-v"] + ["hydra.verbose=true"]
     sys.stderr = _stderr
     try:
         _main()

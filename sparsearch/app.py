@@ -21,13 +21,6 @@ __all__ = ["run", "run_search"]
 log = logging.getLogger("sparsearch")
 
 
-def _quiet_libraries() -> None:
-    import mlflow  # noqa: F401  (it sets its loggers' levels on import: override after)
-
-    for name in ("alembic", "mlflow", "optuna", "ray", "urllib3", "matplotlib"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-
-
 def _pattern_text(spec: dict[str, Any]) -> str:
     if spec["pattern"] == "nm":
         return f"nm {spec['nm']}"
@@ -110,6 +103,7 @@ def run_one(cfg: SparsearchConfig, run_dir: Path, *, console: Any) -> Any:
     from sparsearch.search.strategies import create_sampler
     from sparsearch.search.study import budget_used, open_study, recover_stale
     from sparsearch.space import resolve_space
+    from sparsearch.terminal import quiet_library_loggers
     from sparsearch.tracking import Tracker
 
     validate(cfg)
@@ -121,7 +115,7 @@ def run_one(cfg: SparsearchConfig, run_dir: Path, *, console: Any) -> Any:
                                      model=setup.ctx.model, train=setup.ctx.train)
     check_fingerprint(run_dir, fingerprint)
     check_environment(cfg, run_dir)
-    _quiet_libraries()
+    quiet_library_loggers()
     write_fingerprint(run_dir, fingerprint)
     tracker = Tracker(cfg.tracking.uri, setup.experiment)
     parent = tracker.start_search(
@@ -202,7 +196,7 @@ def run_search(cfg: SparsearchConfig, run_dir: Path, *, console: Any = None) -> 
     console = console or Console(width=None if sys.stdout.isatty() else 150)
     if not cfg.search.compare:
         report = run_one(cfg, run_dir, console=console)
-        console.print(f"review: mlflow ui --backend-store-uri {cfg.tracking.uri}")
+        _print_review(console, cfg.tracking.uri, {cfg.search.strategy: report.run_url})
         return report
     for strategy in cfg.search.compare:
         validate(replace(cfg, search=replace(cfg.search, strategy=strategy, compare=[])))
@@ -228,8 +222,22 @@ def run_search(cfg: SparsearchConfig, run_dir: Path, *, console: Any = None) -> 
                       str(rep.n_complete), str(rep.n_failed), f"{rep.search_s:.1f}",
                       f"{rep.wall_s:.1f}")
     console.print(table)
-    console.print(f"review: mlflow ui --backend-store-uri {cfg.tracking.uri}")
+    _print_review(console, cfg.tracking.uri, {s: rep.run_url for s, rep in reports.items()})
     return reports
+
+
+def _print_review(console: Any, uri: str, run_urls: dict[str, str]) -> None:
+    """Where to look next: the parent run of each strategy in the MLflow UI."""
+    if uri.startswith(("http://", "https://")):
+        start = ""
+    else:
+        start = f"mlflow ui --backend-store-uri {uri}, then open "
+    if len(run_urls) == 1:
+        console.print(f"review: {start}{next(iter(run_urls.values()))}", soft_wrap=True)
+        return
+    console.print(f"review: {start}the parent run of each strategy:", soft_wrap=True)
+    for strategy, url in run_urls.items():
+        console.print(f"  {strategy:<8} {url}", soft_wrap=True)
 
 
 def _only_hydra_files(run_dir: Path) -> bool:
@@ -241,10 +249,13 @@ def run(dict_cfg: Any) -> Any:
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
 
+    from sparsearch.terminal import chatter_to_log_file
+
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         cfg = OmegaConf.to_object(dict_cfg)
-        return run_search(cfg, run_dir)
+        with chatter_to_log_file():
+            return run_search(cfg, run_dir)
     except ConfigError as err:
         # Leave nothing behind that looks like a run, unless the dir held one already.
         if run_dir.is_dir() and _only_hydra_files(run_dir):

@@ -15,8 +15,10 @@ from typing import Any
 from sparsearch.pareto import hypervolume, pareto_front
 from sparsearch.search.setup import SearchSetup
 from sparsearch.search.study import trial_key
+from sparsearch.tracking import NOTE
 
-__all__ = ["FrontEntry", "SearchReport", "default_reference", "finalize_search"]
+__all__ = ["FrontEntry", "SearchReport", "default_reference", "describe_search",
+           "finalize_search"]
 
 
 @dataclass
@@ -44,6 +46,8 @@ class SearchReport:
     paths: dict[str, str] = field(default_factory=dict)
     wall_s: float = 0.0
     search_s: float = 0.0
+    # Where the MLflow UI shows the search's parent run.
+    run_url: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -136,7 +140,8 @@ def finalize_search(setup: SearchSetup, study: Any, *, tracker: Any, parent_run_
     front_keys = {trial_key(complete[i]) for i in front}
     for key, run_id in runs.items():
         if key not in front_keys:
-            tracker.set_tags(run_id, {"pareto": "false"})
+            # As a metric too: the UI's charts colour and filter by metrics, not by tags.
+            tracker.record(run_id, metrics={"pareto": 0.0}, series=[], tags={"pareto": "false"})
     entries = []
     for rank, i in enumerate(front):
         t = complete[i]
@@ -152,8 +157,9 @@ def finalize_search(setup: SearchSetup, study: Any, *, tracker: Any, parent_run_
         spec = json.loads((trial_dir(setup.run_dir, key) / "spec.json").read_text())
         run_id = runs.get(key)
         if run_id is not None:
-            tracker.set_tags(run_id, {"pareto": "true", "pareto_rank": rank})
-            tracker.log_metrics(run_id, {"test_accuracy": metrics["test_accuracy"]})
+            tracker.record(run_id, metrics={"test_accuracy": metrics["test_accuracy"],
+                                            "pareto": 1.0, "pareto_rank": rank},
+                           series=[], tags={"pareto": "true", "pareto_rank": rank})
         entries.append(FrontEntry(rank=rank, key=key, run_id=run_id, spec=spec, metrics=metrics))
     report = SearchReport(objectives=setup.objectives, reference=reference, hypervolume=volume,
                           front=entries, n_complete=len(complete), n_failed=n_failed,
@@ -170,4 +176,67 @@ def finalize_search(setup: SearchSetup, study: Any, *, tracker: Any, parent_run_
     tracker.log_metrics(parent_run_id, {
         "hypervolume": volume, "n_complete": len(complete), "n_failed": n_failed,
         **{f"dense_{k}": v for k, v in dense.items()}})
+    data = setup.ctx.data
+    root = setup.cfg.data.root
+    tracker.log_dataset(parent_run_id, name=data.name, splits={
+        "train": _arrays(data.train), "validation": _arrays(data.val), "test": _arrays(data.test)},
+        source=str(Path(root).expanduser().resolve()) if root else None)
+    report.run_url = tracker.run_url(parent_run_id)
+    tracker.set_tags(parent_run_id, {NOTE: describe_search(setup, report, runs=runs)})
     return report
+
+
+def _arrays(pair: tuple[Any, Any]) -> tuple[Any, Any]:
+    return pair[0].cpu().numpy(), pair[1].cpu().numpy()
+
+
+def _cell(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def describe_search(setup: SearchSetup, report: SearchReport, *, runs: dict[int, str]) -> str:
+    """The parent run's description (markdown): what was searched, on what budget, and the
+    Pareto front as a table, so the run's page opens on the results."""
+    cfg = setup.cfg
+    data = setup.ctx.data
+    sizes = "/".join(str(len(pair[1])) for pair in (data.train, data.val, data.test))
+    budget = ", ".join(part for part in (
+        f"{cfg.search.n_trials} trials" if cfg.search.n_trials is not None else "",
+        f"{cfg.search.timeout_s:g} s" if cfg.search.timeout_s is not None else "") if part)
+    metrics = [m for m, _ in report.objectives]
+    columns = ["rank", "trial", *metrics, "test_accuracy", "pattern", "allocation", "recipe",
+               "run"]
+    lines = [
+        f"**{cfg.name}**: `{cfg.search.strategy}` search of space `{cfg.space}` "
+        f"over model `{cfg.model.kind}` on `{data.name}` "
+        f"(train/val/test {sizes}), seed {cfg.seed}.",
+        "",
+        f"Budget {budget}: {report.n_complete} complete, {report.n_failed} failed. "
+        f"Objectives: {', '.join(f'{m} ({d})' for m, d in report.objectives)}.",
+        "",
+        f"Hypervolume **{report.hypervolume:.4f}** (reference "
+        f"{', '.join(f'{m} {r:g}' for m, r in zip(metrics, report.reference, strict=True))}).",
+        "",
+        "| " + " | ".join(columns) + " |",
+        "|" + "---|" * len(columns),
+        "| dense | - | " + " | ".join(_cell(report.dense.get(m, "-")) for m in metrics)
+        + f" | {_cell(report.dense.get('test_accuracy', '-'))} | dense | - | - | - |",
+    ]
+    for entry in report.front:
+        run = f"trial-{entry.key:04d}" if entry.key in runs else "-"
+        lines.append("| " + " | ".join([
+            str(entry.rank), str(entry.key), *(_cell(entry.metrics.get(m, "-")) for m in metrics),
+            _cell(entry.metrics.get("test_accuracy", "-")), _pattern(entry.spec),
+            str(entry.spec.get("allocation", "-")), str(entry.spec.get("recipe", "-")), run])
+            + " |")
+    lines += ["", f"Every trial is a child run: in the Chart view, plot `{metrics[0]}` against "
+              f"`{metrics[-1]}`; the metric `pareto` is 1 on the front."]
+    return "\n".join(lines)
+
+
+def _pattern(spec: dict[str, Any]) -> str:
+    if spec.get("pattern") == "nm":
+        return f"nm {spec.get('nm')}"
+    if spec.get("pattern") == "block":
+        return f"block {spec.get('block')}"
+    return str(spec.get("pattern", "-"))
