@@ -249,6 +249,7 @@ def run(dict_cfg: Any) -> Any:
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
 
+    from sparsearch.search.trial import TrialWriteError
     from sparsearch.terminal import chatter_to_log_file
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -261,4 +262,8 @@ def run(dict_cfg: Any) -> Any:
         if run_dir.is_dir() and _only_hydra_files(run_dir):
             shutil.rmtree(run_dir, ignore_errors=True)
         print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except TrialWriteError as err:
+        print(f"error: {err}; the trial is recorded failed and the search stopped: free space "
+              f"(or fix the run dir) and rerun the same command to resume", file=sys.stderr)
         sys.exit(2)

@@ -8,7 +8,7 @@ from typing import Any
 
 from sparsearch.search.setup import SearchSetup
 from sparsearch.search.study import REASON, budget_used, trial_key
-from sparsearch.search.trial import TrialJob, run_trial
+from sparsearch.search.trial import TrialJob, TrialWriteError, run_trial
 
 __all__ = ["run_local"]
 
@@ -45,7 +45,13 @@ def run_local(setup: SearchSetup, study: Any, *, tracker: Any, parent_run_id: st
                        experiment=setup.experiment, search_key=setup.search_key,
                        parent_run_id=parent_run_id,
                        extra_params={"strategy": cfg.strategy})
-        result = run_trial(job, tracker=tracker)
+        try:
+            result = run_trial(job, tracker=tracker)
+        except TrialWriteError as err:
+            trial.set_user_attr(REASON, str(err))
+            study.tell(trial, state=TrialState.FAIL)
+            on_trial(key, "failed")
+            raise
         trial.set_user_attr("sparsearch.metrics", result.metrics)
         if result.status == "complete" and all(m in result.metrics for m, _ in setup.objectives):
             study.tell(trial, objective_values(setup, result.metrics))

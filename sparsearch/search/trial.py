@@ -9,6 +9,8 @@ result and the trained weights (masked weights stored as exact zeros).
 from __future__ import annotations
 
 import json
+import os
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,7 @@ from typing import Any
 from sparsearch.evaluate import EvalContext, TrialResult
 from sparsearch.spec import SubnetSpec
 
-__all__ = ["TrialJob", "load_trial_model", "run_trial", "trial_dir"]
+__all__ = ["TrialJob", "TrialWriteError", "load_trial_model", "run_trial", "trial_dir"]
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,22 @@ class TrialJob:
     extra_params: dict[str, Any]
 
 
+class TrialWriteError(OSError):
+    """A trial's files could not be written (a full disk, a lost mount): the trial is
+    recorded failed and the search must stop, since every later trial would fail alike."""
+
+
+def _write_atomic(path: Path, write: Any) -> None:
+    """``write(tmp)`` then a rename: a file under its final name is always whole."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def trial_dir(run_dir: str | Path, key: int) -> Path:
     return Path(run_dir) / "trials" / f"{key:05d}"
 
@@ -52,13 +70,23 @@ def trial_dir(run_dir: str | Path, key: int) -> Path:
 def _save_weights(model: Any, path: Path) -> None:
     import copy
 
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
     from sparsearch.sparsity.masking import remove_masks
 
     baked = copy.deepcopy(model).cpu()
     remove_masks(baked)
-    save_file({k: v.contiguous() for k, v in baked.state_dict().items()}, str(path))
+    try:
+        save_file({k: v.contiguous() for k, v in baked.state_dict().items()}, str(path))
+    except SafetensorError as err:
+        # safetensors' Rust writer reports an I/O failure as "... (os error 28)": the same
+        # OSError a Python write would raise, so a full disk reads the same everywhere.
+        found = re.search(r"os error (\d+)", str(err))
+        if found is None:
+            raise
+        code = int(found.group(1))
+        raise OSError(code, os.strerror(code), str(path)) from err
 
 
 def load_trial_model(job_ctx: EvalContext, run_dir: str | Path, key: int) -> Any:
@@ -103,11 +131,21 @@ def run_trial(job: TrialJob, *, tracker: Any = None) -> TrialResult:
         # A crash inside one trial is that trial's failure, not the search's.
         result, model = TrialResult("failed", {}, f"{type(err).__name__}: {err}"), None
     folder = trial_dir(job.run_dir, job.key)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "spec.json").write_text(job.spec.to_json())
-    if model is not None:
-        _save_weights(model, folder / "weights.safetensors")
-    (folder / "result.json").write_text(json.dumps(result.to_dict(), indent=1))
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        _write_atomic(folder / "spec.json", lambda tmp: tmp.write_text(job.spec.to_json()))
+        if model is not None:
+            _write_atomic(folder / "weights.safetensors", lambda tmp: _save_weights(model, tmp))
+        # Written last: a trial folder with result.json is a finished trial.
+        _write_atomic(folder / "result.json",
+                      lambda tmp: tmp.write_text(json.dumps(result.to_dict(), indent=1)))
+    except OSError as err:
+        reason = f"cannot write {folder} ({err.strerror or err})"
+        tracker.record(run_id, metrics={}, series=series, tags={
+            "sparsearch.status": "failed", "sparsearch.optuna_number": job.number,
+            "sparsearch.fail_reason": reason})
+        tracker.end_run(run_id, "FAILED")
+        raise TrialWriteError(f"trial {job.key}: {reason}") from None
     tracker.record(run_id, metrics=result.metrics, series=series, tags={
         "sparsearch.status": result.status, "sparsearch.optuna_number": job.number,
         **({"sparsearch.fail_reason": result.reason} if result.reason else {})})
