@@ -107,7 +107,10 @@ class Tracker:
         """Where the MLflow UI shows a run: on the server itself, or on ``mlflow ui`` (``ui``)
         for a database."""
         base = self.uri.rstrip("/") if self.uri.startswith(("http://", "https://")) else ui
-        return f"{base}/#/experiments/{self.experiment_id}/runs/{run_id}"
+        # MLflow 3.17's UI picks its GenAI or model-training layout from this parameter, else
+        # from the browser's last choice (GenAI at first), whatever the experiment's kind.
+        return (f"{base}/#/experiments/{self.experiment_id}/runs/{run_id}"
+                f"?workflowType=machine_learning")
 
     def log_dataset(self, run_id: str, *, name: str, splits: dict[str, tuple[Any, Any]],
                     source: str | None) -> None:

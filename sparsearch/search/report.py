@@ -206,16 +206,12 @@ def describe_search(setup: SearchSetup, report: SearchReport, *, runs: dict[int,
     metrics = [m for m, _ in report.objectives]
     columns = ["rank", "trial", *metrics, "test_accuracy", "pattern", "allocation", "recipe",
                "run"]
+    # The UI shows the first lines of a description until "Show more": results first.
     lines = [
-        f"**{cfg.name}**: `{cfg.search.strategy}` search of space `{cfg.space}` "
-        f"over model `{cfg.model.kind}` on `{data.name}` "
-        f"(train/val/test {sizes}), seed {cfg.seed}.",
-        "",
-        f"Budget {budget}: {report.n_complete} complete, {report.n_failed} failed. "
-        f"Objectives: {', '.join(f'{m} ({d})' for m, d in report.objectives)}.",
-        "",
         f"Hypervolume **{report.hypervolume:.4f}** (reference "
-        f"{', '.join(f'{m} {r:g}' for m, r in zip(metrics, report.reference, strict=True))}).",
+        f"{', '.join(f'{m} {r:g}' for m, r in zip(metrics, report.reference, strict=True))}) "
+        f"of `{cfg.search.strategy}` search **{cfg.name}**; budget {budget}: "
+        f"{report.n_complete} complete, {report.n_failed} failed.",
         "",
         "| " + " | ".join(columns) + " |",
         "|" + "---|" * len(columns),
@@ -229,8 +225,14 @@ def describe_search(setup: SearchSetup, report: SearchReport, *, runs: dict[int,
             _cell(entry.metrics.get("test_accuracy", "-")), _pattern(entry.spec),
             str(entry.spec.get("allocation", "-")), str(entry.spec.get("recipe", "-")), run])
             + " |")
-    lines += ["", f"Every trial is a child run: in the Chart view, plot `{metrics[0]}` against "
-              f"`{metrics[-1]}`; the metric `pareto` is 1 on the front."]
+    lines += [
+        "",
+        f"Space `{cfg.space}`, model `{cfg.model.kind}`, data `{data.name}` "
+        f"(train/val/test {sizes}), seed {cfg.seed}. "
+        f"Objectives: {', '.join(f'{m} ({d})' for m, d in report.objectives)}.",
+        "",
+        f"Every trial is a child run: in the Chart view, plot `{metrics[0]}` against "
+        f"`{metrics[-1]}`; the metric `pareto` is 1 on the front."]
     return "\n".join(lines)
 
 

@@ -27,11 +27,11 @@ def test_search_opens_on_its_results_and_stays_quiet(tmp_path):
     # The review line leads to the parent run itself.
     review = next(ln for ln in result.stdout.splitlines() if ln.startswith("review:"))
     assert review.endswith(f"/#/experiments/{experiment.experiment_id}/runs/"
-                           f"{parent.info.run_id}")
+                           f"{parent.info.run_id}?workflowType=machine_learning")
 
     note = parent.data.tags["mlflow.note.content"]
     assert f"Hypervolume **{parent.data.metrics['hypervolume']:.4f}**" in note
-    assert "`tpe` search" in note and "Budget 3 trials: 3 complete, 0 failed" in note
+    assert "`tpe` search **tiny**; budget 3 trials: 3 complete, 0 failed" in note
     front = [c for c in children if c.data.metrics["pareto"] == 1.0]
     table_rows = [ln for ln in note.splitlines() if re.match(r"\| \d+ \| \d+ \|", ln)]
     assert len(table_rows) == len(front) >= 1
