@@ -157,9 +157,16 @@ def finalize_search(setup: SearchSetup, study: Any, *, tracker: Any, parent_run_
         spec = json.loads((trial_dir(setup.run_dir, key) / "spec.json").read_text())
         run_id = runs.get(key)
         if run_id is not None:
+            summary = ", ".join(f"{m} {_cell(metrics[m])}" for m, _ in setup.objectives
+                                if m in metrics)
             tracker.record(run_id, metrics={"test_accuracy": metrics["test_accuracy"],
                                             "pareto": 1.0, "pareto_rank": rank},
-                           series=[], tags={"pareto": "true", "pareto_rank": rank})
+                           series=[], tags={"pareto": "true", "pareto_rank": rank, NOTE: (
+                               f"Pareto rank **{rank}** of the `{setup.cfg.search.strategy}` "
+                               f"search **{setup.cfg.name}**: {summary}, test_accuracy "
+                               f"{_cell(metrics['test_accuracy'])}; {_pattern(spec)}, "
+                               f"allocation {spec.get('allocation')}, recipe "
+                               f"{spec.get('recipe')}.")})
         entries.append(FrontEntry(rank=rank, key=key, run_id=run_id, spec=spec, metrics=metrics))
     report = SearchReport(objectives=setup.objectives, reference=reference, hypervolume=volume,
                           front=entries, n_complete=len(complete), n_failed=n_failed,

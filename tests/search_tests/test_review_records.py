@@ -36,6 +36,9 @@ def test_search_opens_on_its_results_and_stays_quiet(tmp_path):
     table_rows = [ln for ln in note.splitlines() if re.match(r"\| \d+ \| \d+ \|", ln)]
     assert len(table_rows) == len(front) >= 1
     assert sorted(c.data.metrics["pareto_rank"] for c in front) == list(range(len(front)))
+    best = next(c for c in front if c.data.metrics["pareto_rank"] == 0)
+    assert best.data.tags["mlflow.note.content"].startswith(
+        "Pareto rank **0** of the `tpe` search **tiny**: accuracy ")
     # Every child has its objectives and the front marker as metrics: chartable together.
     assert all({"accuracy", "density", "pareto"} <= set(c.data.metrics) for c in children)
 
