@@ -69,12 +69,13 @@ def check_mlflow_server(uri: str, *, timeout_s: float) -> None:
         with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310 (http(s) only)
             response.read(64)
     except urllib.error.HTTPError as err:
-        # A server that answers at all is there; a proxy's or auth's refusal reads clearer
-        # from MLflow itself than from a health probe.
-        if err.code in (401, 403):
+        # Something answers: an auth refusal or a proxy's 404 for /health reads clearer from
+        # MLflow's own requests. A 5xx is a gateway without its server, which MLflow would
+        # retry for minutes.
+        if err.code < 500:
             return
-        raise PreflightError(f"tracking.uri {uri}: the MLflow server answered /health with "
-                             f"HTTP {err.code}; {hint}") from None
+        raise PreflightError(f"tracking.uri {uri}: the server answered /health with "
+                             f"HTTP {err.code} ({err.reason}); {hint}") from None
     except (urllib.error.URLError, OSError) as err:
         reason = getattr(err, "reason", err)
         if isinstance(reason, (TimeoutError, socket.timeout)) \

@@ -60,6 +60,36 @@ def test_mlflow_server_that_never_answers_fails_after_the_timeout():
     assert "no answer within tracking.timeout_s=1 s" in one_line(err)
 
 
+@pytest.mark.parametrize(("status", "refused"), [(503, True), (502, True), (404, False),
+                                                 (401, False)])
+def test_gateway_without_its_server_is_refused_other_answers_pass(status, refused):
+    # A reverse proxy in front of the tracking server: a 5xx means no server behind it (and
+    # MLflow would retry it for minutes); a 4xx comes from something that is there.
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Answer(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            self.send_error(status)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Answer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    uri = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        if refused:
+            with pytest.raises(PreflightError) as err:
+                check_mlflow_server(uri, timeout_s=5)
+            assert f"answered /health with HTTP {status}" in one_line(err)
+        else:
+            check_mlflow_server(uri, timeout_s=5)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_ray_address_with_no_cluster_fails_at_once():
     port = closed_port()
     started = time.monotonic()
