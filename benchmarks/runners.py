@@ -2,7 +2,7 @@
 
 Each variant runs the same seeded random search over ``digits_mlp`` (so the same 16
 subnets, checked) on a fresh run dir and MLflow database, with one CPU and one torch thread
-per trial. Only the runner call is timed (``get_runner(kind)(setup, study, ...)``): the
+per trial. Only the runner call is timed (``RUNNERS.get(kind)(...).run(strategy)``): the
 dense baseline and the Pareto report around it are the same for every runner.
 
 Per variant it reports trials per minute, start-up (from the call to the first trial's MLflow
@@ -62,10 +62,10 @@ def run_variant(name: str, overrides: list[str], slots: int, *, base: list[str],
     from mlflow import MlflowClient
 
     from sparsearch.config import validate
-    from sparsearch.runners import get_runner
+    from sparsearch.runners import RUNNERS
     from sparsearch.search.report import dense_baseline
     from sparsearch.search.setup import prepare_search
-    from sparsearch.search.strategies import create_sampler
+    from sparsearch.search.strategies import STRATEGIES, create_sampler
     from sparsearch.search.study import open_study
     from sparsearch.tracking import Tracker
 
@@ -86,8 +86,10 @@ def run_variant(name: str, overrides: list[str], slots: int, *, base: list[str],
                        directions=setup.directions)
     started_ms = time.time() * 1000
     started = time.perf_counter()
-    get_runner(cfg.runner.kind)(setup, study, tracker=tracker, parent_run_id=parent,
-                                on_trial=lambda key, status: None)
+    strategy = STRATEGIES.get(cfg.search.strategy)(setup, study, tracker=tracker,
+                                                   parent_run_id=parent,
+                                                   on_trial=lambda key, status: None)
+    RUNNERS.get(cfg.runner.kind)(setup, tracker=tracker, parent_run_id=parent).run(strategy)
     wall = time.perf_counter() - started
     tracker.end_run(parent, "FINISHED")
 

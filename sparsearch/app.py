@@ -60,39 +60,12 @@ def print_report(report: Any, setup: Any, console: Any) -> None:
         console.print(f"  {name:<12} {path}")
 
 
-def _check_available(cfg: SparsearchConfig) -> None:
-    """Features that are not built yet fail here, clearly, before any work starts."""
-    from importlib.util import find_spec
-
-    if cfg.search.strategy == "dass" and find_spec("sparsearch.search.dass") is None:
-        raise ConfigError("not supported: search.strategy=dass in this version; "
-                          "allowed: random, tpe, nsga2")
-    if cfg.runner.kind == "ray" and find_spec("sparsearch.runners.ray") is None:
-        raise ConfigError("not supported: runner.kind=ray in this version; allowed: local")
-
-
-def run_trials(setup: Any, study: Any, *, tracker: Any, parent_run_id: str,
-               on_trial: Any) -> None:
-    """Dispatches to the strategy (dass drives its own trials) or to the runner."""
-    if setup.cfg.search.strategy == "dass":
-        if setup.cfg.runner.kind == "ray":
-            # One Ray task per lambda, in parallel.
-            from sparsearch.runners.ray import run_dass_ray as dass
-        else:
-            from sparsearch.search.dass import run_dass as dass
-        dass(setup, study, tracker=tracker, parent_run_id=parent_run_id, on_trial=on_trial)
-        return
-    from sparsearch.runners import get_runner
-
-    get_runner(setup.cfg.runner.kind)(setup, study, tracker=tracker,
-                                      parent_run_id=parent_run_id, on_trial=on_trial)
-
-
 def run_one(cfg: SparsearchConfig, run_dir: Path, *, console: Any) -> Any:
     """Runs one validated search (one strategy) in ``run_dir``; returns its SearchReport."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from sparsearch.preflight import check_environment
+    from sparsearch.runners import RUNNERS
     from sparsearch.search.fingerprint import (
         check_fingerprint,
         search_fingerprint,
@@ -100,7 +73,7 @@ def run_one(cfg: SparsearchConfig, run_dir: Path, *, console: Any) -> Any:
     )
     from sparsearch.search.report import dense_baseline, finalize_search
     from sparsearch.search.setup import config_dict, prepare_search
-    from sparsearch.search.strategies import create_sampler
+    from sparsearch.search.strategies import STRATEGIES
     from sparsearch.search.study import budget_used, open_study, recover_stale
     from sparsearch.space import resolve_space
     from sparsearch.terminal import quiet_library_loggers
@@ -108,7 +81,10 @@ def run_one(cfg: SparsearchConfig, run_dir: Path, *, console: Any) -> Any:
 
     validate(cfg)
     setup = prepare_search(cfg, run_dir)
-    _check_available(cfg)
+    strategy_cls = STRATEGIES.get(cfg.search.strategy)
+    runner_cls = RUNNERS.get(cfg.runner.kind)
+    # What a strategy cannot search fails here, before any MLflow run or study exists.
+    strategy_cls.check(setup)
     # Before anything is opened or written: a run dir holds one search, and every path and
     # service the search needs answers now rather than after the dense baseline trained.
     fingerprint = search_fingerprint(cfg, space_path=resolve_space(cfg.space),
@@ -132,20 +108,14 @@ def run_one(cfg: SparsearchConfig, run_dir: Path, *, console: Any) -> Any:
         (run_dir / "config.yaml").write_text(yaml.safe_dump(config_dict(cfg), sort_keys=False))
         tracker.log_artifact(parent, run_dir / "config.yaml")
         dense = dense_baseline(setup)
-        # dass records its derived subnets in a study too; its sampler is never asked.
-        strategy = "random" if cfg.search.strategy == "dass" else cfg.search.strategy
-
-        def sampler(offset: int) -> Any:
-            return create_sampler(strategy, seed=cfg.seed + offset,
-                                  n_startup_trials=cfg.search.n_startup_trials,
-                                  population_size=cfg.search.population_size)
-
         study = open_study(name=setup.study_name, storage=cfg.search.storage, run_dir=run_dir,
-                           sampler=sampler(0), directions=setup.directions)
+                           sampler=strategy_cls.sampler(cfg, offset=0),
+                           directions=setup.directions)
         if study.get_trials(deepcopy=False):
             # A resumed search must not replay the first trials' random draws: the seed moves
             # on by the trials the study already has, so it stays reproducible and new.
-            study.sampler = sampler(len(study.get_trials(deepcopy=False)))
+            study.sampler = strategy_cls.sampler(
+                cfg, offset=len(study.get_trials(deepcopy=False)))
         stale = recover_stale(study)
         if stale:
             log.info("resuming: %d interrupted trial(s) will run again", stale)
@@ -160,7 +130,9 @@ def run_one(cfg: SparsearchConfig, run_dir: Path, *, console: Any) -> Any:
                 progress.update(task, advance=1, last=f"trial {key}: {status}")
 
             trials_started = time.monotonic()
-            run_trials(setup, study, tracker=tracker, parent_run_id=parent, on_trial=on_trial)
+            strategy = strategy_cls(setup, study, tracker=tracker, parent_run_id=parent,
+                                    on_trial=on_trial)
+            runner_cls(setup, tracker=tracker, parent_run_id=parent).run(strategy)
             search_s = time.monotonic() - trials_started
         report = finalize_search(setup, study, tracker=tracker, parent_run_id=parent,
                                  dense=dense)
@@ -255,6 +227,7 @@ def run(dict_cfg: Any) -> Any:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         cfg = OmegaConf.to_object(dict_cfg)
+        assert isinstance(cfg, SparsearchConfig)  # the structured config's schema
         with chatter_to_log_file():
             return run_search(cfg, run_dir)
     except ConfigError as err:

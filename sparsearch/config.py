@@ -240,7 +240,6 @@ def register_configs() -> None:
 
 
 METRICS = ("accuracy", "loss", "density", "nnz", "flops", "latency_ms", "train_s")
-STRATEGIES = ("random", "tpe", "nsga2", "dass")
 # Objectives whose hypervolume bound cannot come from the dense baseline.
 NO_DEFAULT_REFERENCE = ("train_s",)
 
@@ -287,7 +286,6 @@ def _positive(key: str, value: Any, *, optional: bool = False) -> None:
 
 def _validate_model(cfg: SparsearchConfig) -> None:
     m = cfg.model
-    _one_of("model.kind", m.kind, ("mlp", "cnn", "timm"))
     if m.kind == "mlp" and (not m.hidden or any(w < 1 for w in m.hidden)):
         raise ConfigError(f"model.hidden must be a non-empty list of widths >= 1, "
                           f"got {list(m.hidden)}")
@@ -307,13 +305,19 @@ def validate(cfg: SparsearchConfig) -> SparsearchConfig:
     Raises:
         ConfigError: the first bad field, in one line.
     """
-    _one_of("data.name", cfg.data.name, ("digits", "cifar10", "imagefolder"))
+    from sparsearch.data import DATASETS
+    from sparsearch.models import MODELS
+    from sparsearch.runners import RUNNERS
+    from sparsearch.search.strategies import STRATEGIES
+
+    DATASETS.check(cfg.data.name)
     for key in ("val_fraction", "test_fraction"):
         value = getattr(cfg.data, key)
         if not 0.0 < value < 0.5:
             raise ConfigError(f"data.{key} must be in (0, 0.5), got {value}")
     _at_least("data.image_size", cfg.data.image_size, 1, optional=True)
     _at_least("data.limit", cfg.data.limit, 1, optional=True)
+    MODELS.check(cfg.model.kind)
     _validate_model(cfg)
     if cfg.train.epochs < 1:
         raise ConfigError(f"train.epochs must be >= 1, got {cfg.train.epochs}")
@@ -325,9 +329,9 @@ def validate(cfg: SparsearchConfig) -> SparsearchConfig:
     _at_least("train.threads", cfg.train.threads, 1, optional=True)
     _one_of("train.optimizer", cfg.train.optimizer, ("adam", "sgd"))
     _one_of("train.device", cfg.train.device, ("cpu", "cuda", "auto"))
-    _one_of("search.strategy", cfg.search.strategy, STRATEGIES)
+    STRATEGIES.check(cfg.search.strategy)
     for strategy in cfg.search.compare:
-        _one_of("search.compare item", strategy, STRATEGIES)
+        _one_of("search.compare item", strategy, STRATEGIES.names())
     if cfg.search.n_trials is None and cfg.search.timeout_s is None:
         raise ConfigError("search.n_trials and search.timeout_s are both null: set a budget")
     if cfg.search.n_trials is not None and cfg.search.n_trials < 1:
@@ -358,7 +362,7 @@ def validate(cfg: SparsearchConfig) -> SparsearchConfig:
     if not cfg.search.dass.lambdas or any(v < 0 for v in cfg.search.dass.lambdas):
         raise ConfigError(f"search.dass.lambdas must be a non-empty list of values >= 0, "
                           f"got {list(cfg.search.dass.lambdas)}")
-    _one_of("runner.kind", cfg.runner.kind, ("local", "ray"))
+    _one_of("runner.kind", cfg.runner.kind, RUNNERS.names())
     for key, amount in cfg.runner.resources_per_trial.items():
         _one_of("runner.resources_per_trial key", key, ("cpu", "gpu"))
         if amount < 0:

@@ -6,11 +6,13 @@ The val split drives the search; the test split is only read for the Pareto subn
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from sparsearch.catalogue import Catalogue
 
 __all__ = ["DataSplits", "iterate_batches", "load_digits_splits"]
 
@@ -203,3 +205,12 @@ def load_imagefolder_splits(root: Path, *, val_fraction: float, test_fraction: f
                           f"{sorted(s[1:] for s in sizes)[:3]}; set data.image_size")
     return split_arrays(np.stack(images), targets, val_fraction=val_fraction,
                         test_fraction=test_fraction, seed=seed, name="imagefolder")
+
+
+# Every ``load_<name>_splits`` function above is the data set ``<name>`` (``data.name``):
+# the function's name is the one place a data set's name is written. A loader whose first
+# parameter is ``root`` reads files from ``data.root``; the others make their data.
+DATASETS: Catalogue[Callable[..., DataSplits]] = Catalogue("data set", field="data.name")
+for _name, _loader in list(globals().items()):
+    if _name.startswith("load_") and _name.endswith("_splits") and callable(_loader):
+        DATASETS.register(_name[len("load_"):-len("_splits")], _loader)

@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 from sparsearch.config import ConfigError
-from sparsearch.spec import PATTERNS, LayerRule, SubnetSpec, parse_block, parse_nm
+from sparsearch.spec import LayerRule, SubnetSpec, parse_block, parse_nm, pattern_names
 
 __all__ = ["Dimension", "LayerGroup", "SearchSpace", "list_spaces", "load_space", "parse_space",
            "parse_space_text", "resolve_space"]
@@ -202,8 +202,9 @@ def _check_values(where: str, dim: Dimension, key: str, *, recipes: Iterable[str
                 raise ConfigError(f"{where}: sparsity must lie in [0, 1), got {v!r}")
     elif key == "pattern":
         for v in values:
-            if v not in PATTERNS:
-                raise ConfigError(f"{where}: pattern must be one of {list(PATTERNS)}, got {v!r}")
+            if v not in pattern_names():
+                raise ConfigError(f"{where}: pattern must be one of {pattern_names()}, "
+                                  f"got {v!r}")
     elif key == "nm":
         for v in values:
             try:

@@ -15,9 +15,14 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["LayerRule", "SubnetSpec", "parse_block", "parse_nm"]
+__all__ = ["LayerRule", "SubnetSpec", "parse_block", "parse_nm", "pattern_names"]
 
-PATTERNS = ("dense", "unstructured", "nm", "block", "channel")
+
+def pattern_names() -> list[str]:
+    """The pattern catalogue's names (``sparsity.patterns``; imports torch on first use)."""
+    from sparsearch.sparsity.patterns import list_patterns
+
+    return list_patterns()
 
 
 def parse_nm(text: str) -> tuple[int, int]:
@@ -101,8 +106,8 @@ class SubnetSpec:
     layers: tuple[LayerRule, ...] = ()
 
     def __post_init__(self) -> None:
-        if self.pattern not in PATTERNS:
-            raise ValueError(f"pattern must be one of {list(PATTERNS)}, got {self.pattern!r}")
+        if self.pattern not in pattern_names():
+            raise ValueError(f"pattern must be one of {pattern_names()}, got {self.pattern!r}")
         if not 0.0 <= float(self.sparsity) < 1.0:
             raise ValueError(f"sparsity must be in [0, 1), got {self.sparsity!r}")
         if self.pattern == "nm":

@@ -66,7 +66,8 @@ def chatter_to_log_file() -> Iterator[None]:
     Without a log file to write to (``run`` called outside Hydra's logging), or under
     ``-v``, nothing changes.
     """
-    files = [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
+    files: list[logging.Handler] = [h for h in logging.getLogger().handlers
+                                    if isinstance(h, logging.FileHandler)]
     if verbose() or not files:
         yield
         return

@@ -19,16 +19,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from sparsearch import mlflow_keys as keys
+
 __all__ = ["Tracker", "artifact_root_for"]
 
 SEARCH_KEY = "sparsearch.search_key"
 TRIAL_KEY = "sparsearch.trial_key"
 PARENT = "mlflow.parentRunId"
-# The UI opens an experiment of this kind on its runs (model training), not on GenAI traces.
-EXPERIMENT_KIND = "mlflow.experimentKind"
+# The experiment kind whose UI layout opens on runs (model training), not on GenAI traces.
 MODEL_TRAINING = "custom_model_development"
-# A run's description in the UI (markdown).
-NOTE = "mlflow.note.content"
 
 
 def artifact_root_for(uri: str) -> str | None:
@@ -89,7 +88,7 @@ class Tracker:
                 try:
                     self.experiment_id = self.client.create_experiment(
                         experiment, artifact_location=artifact_root_for(uri),
-                        tags={EXPERIMENT_KIND: MODEL_TRAINING})
+                        tags={keys.EXPERIMENT_KIND: MODEL_TRAINING})
                 except Exception:
                     # Another process (a server's client) created it between look-up and
                     # create.
@@ -99,8 +98,8 @@ class Tracker:
                     self.experiment_id = found.experiment_id
             else:
                 self.experiment_id = found.experiment_id
-                if EXPERIMENT_KIND not in found.tags:
-                    self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND,
+                if keys.EXPERIMENT_KIND not in found.tags:
+                    self.client.set_experiment_tag(self.experiment_id, keys.EXPERIMENT_KIND,
                                                    MODEL_TRAINING)
 
     def run_url(self, run_id: str, *, ui: str = "http://127.0.0.1:5000") -> str:
@@ -123,13 +122,13 @@ class Tracker:
             splits: context (train, validation, test) -> (features, targets) numpy arrays.
             source: the local folder the data came from (None: a built-in set).
         """
-        import mlflow.data
         from mlflow.data.code_dataset_source import CodeDatasetSource
+        from mlflow.data.numpy_dataset import from_numpy
         from mlflow.entities import DatasetInput, InputTag
 
         inputs = []
         for context, (features, targets) in splits.items():
-            dataset = mlflow.data.from_numpy(
+            dataset = from_numpy(
                 features, targets=targets, name=name,
                 source=source if source else CodeDatasetSource({"dataset": name}))
             inputs.append(DatasetInput(dataset._to_mlflow_entity(),

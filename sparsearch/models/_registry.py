@@ -2,31 +2,27 @@
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from typing import Any
 
 from torch import nn
 
-_MODELS: dict[str, Callable[..., nn.Module]] = {}
+from sparsearch.catalogue import Catalogue
+
+MODELS: Catalogue[Callable[..., nn.Module]] = Catalogue("model", field="model.kind")
 # Models registered by a module that imports more than a model needs (the DASS ops):
 # imported on first use, so a fresh process (``export.load``, an MLflow pyfunc) that never
 # touched that module can still rebuild them.
-_LAZY: dict[str, str] = {"darts_cell": "sparsearch.ops.cells"}
+MODELS.register_lazy("darts_cell", "sparsearch.ops.cells:darts_cell")
 
 
 def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Registers a model factory ``f(*, in_shape, num_classes, **options) -> nn.Module``."""
-
-    def wrap(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        _MODELS[name] = factory
-        return factory
-
-    return wrap
+    return MODELS.decorator(name)
 
 
 def list_models() -> list[str]:
-    return sorted({*_MODELS, *_LAZY})
+    return MODELS.names()
 
 
 def create_model(
@@ -43,11 +39,7 @@ def create_model(
     Raises:
         ValueError: for an unknown kind.
     """
-    if kind not in _MODELS and kind in _LAZY:
-        importlib.import_module(_LAZY[kind])
-    if kind not in _MODELS:
-        raise ValueError(f"model.kind must be one of {list_models()}, got {kind!r}")
-    model = _MODELS[kind](in_shape=tuple(in_shape), num_classes=num_classes, **options)
+    model = MODELS.get(kind)(in_shape=tuple(in_shape), num_classes=num_classes, **options)
     # How to build this model again (read by export to rebuild it from a manifest).
     model.sparsearch_build = {
         "kind": kind,

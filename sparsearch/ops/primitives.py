@@ -20,6 +20,8 @@ from typing import Protocol
 import torch
 from torch import nn
 
+from sparsearch.catalogue import Catalogue
+
 __all__ = [
     "ConvFactory",
     "FactorizedReduce",
@@ -102,30 +104,23 @@ class FactorizedReduce(nn.Module):
 
 
 Factory = Callable[..., nn.Module]
-_PRIMITIVES: dict[str, Factory] = {}
+PRIMITIVES: Catalogue[Factory] = Catalogue("primitive")
 
 
 def register_primitive(name: str) -> Callable[[Factory], Factory]:
     """Registers ``f(channels, stride, *, conv, affine) -> nn.Module`` as a primitive."""
-
-    def wrap(factory: Factory) -> Factory:
-        _PRIMITIVES[name] = factory
-        return factory
-
-    return wrap
+    return PRIMITIVES.decorator(name)
 
 
 def list_primitives() -> list[str]:
     """The primitives in registration order (DARTS's ``PRIMITIVES`` first)."""
-    return list(_PRIMITIVES)
+    return PRIMITIVES.in_order()
 
 
 def create_primitive(name: str, channels: int, stride: int, *, conv: ConvFactory,
                      affine: bool = True) -> nn.Module:
     """Builds a primitive op mapping ``channels`` to ``channels`` at ``stride``."""
-    if name not in _PRIMITIVES:
-        raise ValueError(f"primitive must be one of {list_primitives()}, got {name!r}")
-    return _PRIMITIVES[name](channels, stride, conv=conv, affine=affine)
+    return PRIMITIVES.get(name)(channels, stride, conv=conv, affine=affine)
 
 
 @register_primitive("none")

@@ -1,31 +1,51 @@
-"""Runners: where trials execute. Same inputs, same outputs, same MLflow records.
+"""Runners: where units of work execute. Same inputs, same outputs, same MLflow records.
 
-A runner is a function ``run(setup, study, *, tracker, parent_run_id, on_trial)`` that runs
-trials until the search's budget is spent.
+A runner (``Runner``) drives one strategy (``search/strategies.py``): it asks the strategy
+for units while it has free slots, executes them (``search/work.py``) and hands each
+result back, until the strategy proposes nothing with nothing in flight. It never asks
+which strategy it drives. A new runner is one module with a ``Runner`` subclass and one
+``RUNNERS`` line here (registered lazily: ray is imported only when asked for).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
-__all__ = ["get_runner", "list_runners"]
+from sparsearch.catalogue import Catalogue
 
-RUNNERS = ("local", "ray")
+if TYPE_CHECKING:
+    from sparsearch.search.setup import SearchSetup
+    from sparsearch.search.strategies import Strategy
+    from sparsearch.search.work import ReportHook
+    from sparsearch.tracking import Tracker
+
+__all__ = ["RUNNERS", "Runner"]
 
 
-def list_runners() -> list[str]:
-    return list(RUNNERS)
+class Runner:
+    """Executes a strategy's units until it is finished.
+
+    Args:
+        setup: the validated search.
+        tracker: the driver's MLflow tracker.
+        parent_run_id: the search's parent run (units record their child runs under it).
+
+    Attributes:
+        on_report: the multi-fidelity hook the runner gives the workers it makes
+            (``search/work.py``); a scheduler sets it, None: trials are never stopped.
+    """
+
+    on_report: ReportHook | None = None
+
+    def __init__(self, setup: SearchSetup, *, tracker: Tracker, parent_run_id: str) -> None:
+        self.setup = setup
+        self.tracker = tracker
+        self.parent_run_id = parent_run_id
+
+    def run(self, strategy: Strategy) -> None:
+        raise NotImplementedError
 
 
-def get_runner(kind: str) -> Callable[..., Any]:
-    """The runner function of ``runner.kind`` (imported lazily: ray only when asked for)."""
-    if kind == "local":
-        from sparsearch.runners.local import run_local
-
-        return run_local
-    if kind == "ray":
-        from sparsearch.runners.ray import run_ray
-
-        return run_ray
-    raise ValueError(f"runner.kind must be one of {list(RUNNERS)}, got {kind!r}")
+RUNNERS: Catalogue[type[Runner]] = Catalogue("runner", field="runner.kind")
+RUNNERS.register_lazy("local", "sparsearch.runners.local:LocalRunner")
+RUNNERS.register_lazy("ray", "sparsearch.runners.ray:RayRunner")

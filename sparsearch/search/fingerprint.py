@@ -73,7 +73,8 @@ def _differences(old: Any, new: Any, path: str) -> list[str]:
 def _describe(name: str, old: dict[str, Any], new: dict[str, Any]) -> str:
     if name == "space.sha256":
         return "the space file's content"
-    value_old, value_new = old, new
+    value_old: Any = old
+    value_new: Any = new
     for part in name.split("."):
         value_old = value_old.get(part) if isinstance(value_old, dict) else None
         value_new = value_new.get(part) if isinstance(value_new, dict) else None

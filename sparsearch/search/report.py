@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sparsearch import mlflow_keys as keys
 from sparsearch.pareto import hypervolume, pareto_front
 from sparsearch.search.setup import SearchSetup
 from sparsearch.search.study import trial_key
-from sparsearch.tracking import NOTE
 
 __all__ = ["FrontEntry", "SearchReport", "default_reference", "describe_search",
            "finalize_search"]
@@ -141,7 +141,8 @@ def finalize_search(setup: SearchSetup, study: Any, *, tracker: Any, parent_run_
     for key, run_id in runs.items():
         if key not in front_keys:
             # As a metric too: the UI's charts colour and filter by metrics, not by tags.
-            tracker.record(run_id, metrics={"pareto": 0.0}, series=[], tags={"pareto": "false"})
+            tracker.record(run_id, metrics={keys.PARETO: 0.0}, series=[],
+                           tags={keys.PARETO: "false"})
     entries = []
     for rank, i in enumerate(front):
         t = complete[i]
@@ -160,8 +161,9 @@ def finalize_search(setup: SearchSetup, study: Any, *, tracker: Any, parent_run_
             summary = ", ".join(f"{m} {_cell(metrics[m])}" for m, _ in setup.objectives
                                 if m in metrics)
             tracker.record(run_id, metrics={"test_accuracy": metrics["test_accuracy"],
-                                            "pareto": 1.0, "pareto_rank": rank},
-                           series=[], tags={"pareto": "true", "pareto_rank": rank, NOTE: (
+                                            keys.PARETO: 1.0, keys.PARETO_RANK: rank},
+                           series=[], tags={keys.PARETO: "true", keys.PARETO_RANK: rank,
+                                            keys.NOTE: (
                                f"Pareto rank **{rank}** of the `{setup.cfg.search.strategy}` "
                                f"search **{setup.cfg.name}**: {summary}, test_accuracy "
                                f"{_cell(metrics['test_accuracy'])}; {_pattern(spec)}, "
@@ -189,7 +191,7 @@ def finalize_search(setup: SearchSetup, study: Any, *, tracker: Any, parent_run_
         "train": _arrays(data.train), "validation": _arrays(data.val), "test": _arrays(data.test)},
         source=str(Path(root).expanduser().resolve()) if root else None)
     report.run_url = tracker.run_url(parent_run_id)
-    tracker.set_tags(parent_run_id, {NOTE: describe_search(setup, report, runs=runs)})
+    tracker.set_tags(parent_run_id, {keys.NOTE: describe_search(setup, report, runs=runs)})
     return report
 
 

@@ -50,25 +50,25 @@ class SearchSetup:
 
 def load_data(cfg: SparsearchConfig) -> DataSplits:
     """Loads the configured dataset with its fixed split."""
-    from sparsearch import data as data_mod
+    import inspect
+
+    from sparsearch.data import DATASETS
 
     d = cfg.data
-    if d.name == "digits":
-        splits = data_mod.load_digits_splits(val_fraction=d.val_fraction,
-                                             test_fraction=d.test_fraction, seed=d.split_seed)
-    else:
-        loader = getattr(data_mod, f"load_{d.name}_splits", None)
-        if loader is None:
-            raise ConfigError(f"not supported: data.name={d.name} in this version; "
-                              f"allowed: digits, cifar10, imagefolder")
-        if not d.root:
-            raise ConfigError(f"data.root must be set for data.name={d.name}")
-        if not Path(d.root).expanduser().exists():
-            raise ConfigError(f"data.root {d.root!r} does not exist")
-        splits = loader(Path(d.root).expanduser(), val_fraction=d.val_fraction,
-                        test_fraction=d.test_fraction, seed=d.split_seed,
-                        image_size=d.image_size, limit=d.limit)
-    return splits
+    loader = DATASETS.get(d.name)
+    params = inspect.signature(loader).parameters
+    # What the loader takes of the optional settings (a generated set has no image size).
+    options = {k: v for k, v in {"image_size": d.image_size, "limit": d.limit}.items()
+               if k in params}
+    common = {"val_fraction": d.val_fraction, "test_fraction": d.test_fraction,
+              "seed": d.split_seed, **options}
+    if "root" not in params:
+        return loader(**common)
+    if not d.root:
+        raise ConfigError(f"data.root must be set for data.name={d.name}")
+    if not Path(d.root).expanduser().exists():
+        raise ConfigError(f"data.root {d.root!r} does not exist")
+    return loader(Path(d.root).expanduser(), **common)
 
 
 def _model_options(cfg: SparsearchConfig) -> dict[str, object]:
@@ -77,6 +77,9 @@ def _model_options(cfg: SparsearchConfig) -> dict[str, object]:
         return {"kind": "mlp", "hidden": list(m.hidden), "dropout": m.dropout}
     if m.kind == "cnn":
         return {"kind": "cnn", "channels": list(m.channels)}
+    if m.kind != "timm":
+        # A model of the catalogue without options in the config (a plug-in's own).
+        return {"kind": m.kind}
     options: dict[str, object] = {"kind": "timm", "name": m.name}
     if m.img_size is not None:
         options["img_size"] = m.img_size
@@ -105,6 +108,10 @@ def prepare_search(cfg: SparsearchConfig, run_dir: Path) -> SearchSetup:
         model = build_model(ctx)
     except ValueError as err:
         raise ConfigError(str(err)) from None
+    except TypeError as err:
+        # A factory that needs options the config does not give (darts_cell's genotype).
+        raise ConfigError(f"not supported: model.kind={cfg.model.kind} from the config "
+                          f"({err})") from None
     space.check_layers(prunable_layers(model))
     study_name = cfg.search.study_name or cfg.name
     # The same run dir and study is the same search: that is what makes a rerun a resume.

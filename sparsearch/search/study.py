@@ -35,7 +35,7 @@ def open_study(*, name: str, storage: str | None, run_dir: Path, sampler: Any,
     existing = [d.name.lower()[:3] for d in study.directions]
     if existing != [d[:3] for d in directions]:
         raise ConfigError(f"search.objectives changed since this run dir's study was created "
-                         f"(study has {existing}); use a new hydra.run.dir")
+                          f"(study has {existing}); use a new hydra.run.dir")
     return study
 
 
@@ -50,8 +50,11 @@ def recover_stale(study: Any) -> int:
 
     stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     for trial in stale:
+        # Optuna has no public way to set a user attribute on a trial another process
+        # started (``Trial`` needs the storage's trial id, which ``FrozenTrial`` keeps
+        # private), so the stale mark goes through the storage; the state change does not.
         study._storage.set_trial_user_attr(trial._trial_id, STALE, True)
-        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        study.tell(trial.number, state=TrialState.FAIL)
         study.enqueue_trial(trial.params, user_attrs={RETRY_OF: trial_key(trial)},
                             skip_if_exists=False)
     return len(stale)
@@ -64,10 +67,3 @@ def budget_used(study: Any) -> int:
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL,
                                                     TrialState.PRUNED))
     return sum(1 for t in done if not t.user_attrs.get(STALE))
-
-
-def pending_enqueued(study: Any) -> int:
-    """Enqueued trials (WAITING) not yet asked for."""
-    from optuna.trial import TrialState
-
-    return len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))

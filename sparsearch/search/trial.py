@@ -13,12 +13,18 @@ import os
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from sparsearch import mlflow_keys as keys
 from sparsearch.evaluate import EvalContext, TrialResult
 from sparsearch.spec import SubnetSpec
 
-__all__ = ["TrialJob", "TrialWriteError", "load_trial_model", "run_trial", "trial_dir"]
+if TYPE_CHECKING:
+    from sparsearch.search.work import Worker
+    from sparsearch.tracking import Tracker
+
+__all__ = ["TrialJob", "TrialUnit", "TrialWriteError", "load_trial_model", "run_trial",
+           "trial_dir"]
 
 
 @dataclass(frozen=True)
@@ -61,6 +67,36 @@ def _write_atomic(path: Path, write: Any) -> None:
     except OSError:
         tmp.unlink(missing_ok=True)
         raise
+
+
+@dataclass(frozen=True)
+class TrialUnit:
+    """The unit of work of one trial (``search/work.py``): train, score and record a spec.
+
+    Attributes:
+        spec: the subnet.
+        key, number: as in ``TrialJob``.
+        extra_params: added to the child run's params (the strategy and its settings).
+        model: model options that replace the search's (a DASS cell genotype), or None.
+    """
+
+    spec: SubnetSpec
+    key: int
+    number: int
+    extra_params: dict[str, Any]
+    model: dict[str, Any] | None = None
+
+    def job(self, worker: Worker) -> TrialJob:
+        env = worker.env
+        ctx = replace(env.ctx, model=self.model) if self.model else env.ctx
+        return TrialJob(spec=self.spec, key=self.key, number=self.number, ctx=ctx,
+                        run_dir=env.run_dir, tracking_uri=env.tracking_uri,
+                        experiment=env.experiment, search_key=env.search_key,
+                        parent_run_id=env.parent_run_id, extra_params=self.extra_params)
+
+    def execute(self, worker: Worker) -> TrialResult:
+        # Multi-fidelity seam (search/work.py): per-epoch reports go to worker.report.
+        return run_trial(self.job(worker), tracker=worker.tracker)
 
 
 def trial_dir(run_dir: str | Path, key: int) -> Path:
@@ -108,7 +144,7 @@ def load_trial_model(job_ctx: EvalContext, run_dir: str | Path, key: int) -> Any
     return model
 
 
-def run_trial(job: TrialJob, *, tracker: Any = None) -> TrialResult:
+def run_trial(job: TrialJob, *, tracker: Tracker | None = None) -> TrialResult:
     """Evaluates ``job.spec`` and records it; returns the TrialResult.
 
     Args:
@@ -121,7 +157,7 @@ def run_trial(job: TrialJob, *, tracker: Any = None) -> TrialResult:
     tracker = tracker or Tracker(job.tracking_uri, job.experiment)
     run_id = tracker.trial_run(parent_id=job.parent_run_id, search_key=job.search_key,
                                trial_key=job.key, run_name=f"trial-{job.key:04d}",
-                               tags={"sparsearch.spec": job.spec.to_json()})
+                               tags={keys.SPEC: job.spec.to_json()})
     tracker.log_params(run_id, {**job.spec.flat_params(), **job.extra_params})
     series: list[tuple[str, float, int]] = []
     try:
@@ -142,12 +178,11 @@ def run_trial(job: TrialJob, *, tracker: Any = None) -> TrialResult:
     except OSError as err:
         reason = f"cannot write {folder} ({err.strerror or err})"
         tracker.record(run_id, metrics={}, series=series, tags={
-            "sparsearch.status": "failed", "sparsearch.optuna_number": job.number,
-            "sparsearch.fail_reason": reason})
+            keys.STATUS: "failed", keys.OPTUNA_NUMBER: job.number, keys.FAIL_REASON: reason})
         tracker.end_run(run_id, "FAILED")
         raise TrialWriteError(f"trial {job.key}: {reason}") from None
     tracker.record(run_id, metrics=result.metrics, series=series, tags={
-        "sparsearch.status": result.status, "sparsearch.optuna_number": job.number,
-        **({"sparsearch.fail_reason": result.reason} if result.reason else {})})
+        keys.STATUS: result.status, keys.OPTUNA_NUMBER: job.number,
+        **({keys.FAIL_REASON: result.reason} if result.reason else {})})
     tracker.end_run(run_id, "FINISHED" if result.status == "complete" else "FAILED")
     return result

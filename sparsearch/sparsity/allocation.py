@@ -35,6 +35,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from sparsearch.catalogue import Catalogue
 from sparsearch.sparsity.masking import prunable_layers
 from sparsearch.sparsity.patterns import n_pruned
 
@@ -49,7 +50,7 @@ __all__ = [
 # An allocation method: fn(layers, sparsity, **options) -> pruned weights per layer.
 AllocationFn = Callable[..., dict[str, int]]
 
-_ALLOCATIONS: dict[str, AllocationFn] = {}
+ALLOCATIONS: Catalogue[AllocationFn] = Catalogue("allocation")
 
 
 def register_allocation(name: str) -> Callable[[AllocationFn], AllocationFn]:
@@ -60,23 +61,17 @@ def register_allocation(name: str) -> Callable[[AllocationFn], AllocationFn]:
     sparsities.
     """
 
-    def wrap(fn: AllocationFn) -> AllocationFn:
-        _ALLOCATIONS[name] = fn
-        return fn
-
-    return wrap
+    return ALLOCATIONS.decorator(name)
 
 
 def list_allocations() -> list[str]:
     """Names accepted by ``allocate(method=...)``."""
-    return sorted(_ALLOCATIONS)
+    return ALLOCATIONS.names()
 
 
 def allocation_options(method: str) -> dict[str, Any]:
     """The options of an allocation method and their defaults (``{"power": 1.0}``)."""
-    if method not in _ALLOCATIONS:
-        raise ValueError(f"allocation must be one of {list_allocations()}, got {method!r}")
-    params = inspect.signature(_ALLOCATIONS[method]).parameters.values()
+    params = inspect.signature(ALLOCATIONS.get(method)).parameters.values()
     return {p.name: p.default for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY}
 
 
@@ -125,7 +120,7 @@ def allocate(
         selected = {name: module for name, module in prunable.items() if name in chosen}
     if not selected:
         raise ValueError("layers must name at least one prunable layer, got none")
-    counts = _ALLOCATIONS[method](selected, float(sparsity), **options)
+    counts = ALLOCATIONS.get(method)(selected, float(sparsity), **options)
     return {name: counts[name] / selected[name].weight.numel() for name in selected}
 
 

@@ -34,6 +34,8 @@ from typing import Protocol
 import torch
 from torch.nn import functional as F
 
+from sparsearch.catalogue import Catalogue
+
 __all__ = [
     "block_mask",
     "channel_mask",
@@ -174,22 +176,17 @@ class PatternFn(Protocol):
                  nm: tuple[int, int] | None, block: tuple[int, int] | None) -> torch.Tensor: ...
 
 
-_PATTERNS: dict[str, PatternFn] = {}
+PATTERNS: Catalogue[PatternFn] = Catalogue("pattern")
 
 
 def register_pattern(name: str) -> Callable[[PatternFn], PatternFn]:
     """Registers a pattern ``fn(weight, *, sparsity, nm, block) -> keep-mask`` by name."""
-
-    def wrap(fn: PatternFn) -> PatternFn:
-        _PATTERNS[name] = fn
-        return fn
-
-    return wrap
+    return PATTERNS.decorator(name)
 
 
 def list_patterns() -> list[str]:
     """Names accepted by ``layer_mask(pattern=...)``."""
-    return sorted(_PATTERNS)
+    return PATTERNS.names()
 
 
 @register_pattern("dense")
@@ -252,8 +249,7 @@ def layer_mask(
         ValueError: for an unknown pattern, a sparsity outside [0, 1), or a missing or bad
             ``nm`` / ``block``.
     """
-    if pattern not in _PATTERNS:
-        raise ValueError(f"pattern must be one of {list_patterns()}, got {pattern!r}")
+    fn = PATTERNS.get(pattern)
     if not 0.0 <= sparsity < 1.0:
         raise ValueError(f"sparsity must be in [0, 1), got {sparsity!r}")
-    return _PATTERNS[pattern](weight, sparsity=float(sparsity), nm=nm, block=block)
+    return fn(weight, sparsity=float(sparsity), nm=nm, block=block)

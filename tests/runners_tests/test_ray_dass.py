@@ -1,8 +1,9 @@
-"""DASS with runner=ray: each lambda's supernet search is a Ray task, the lambdas at once.
+"""DASS with runner=ray: each unit (warm-up, lambda search, derived subnet) a Ray Tune
+trial, the lambdas at once.
 
-``run_dass_ray`` (what the app runs for ``search=dass runner=ray``) is called in this
-process against the two-node cluster: with one CPU per node, two lambdas searched at once
-land on both nodes.
+``DassStrategy`` driven by ``RayRunner`` (what the app composes for ``search=dass
+runner=ray``) runs in this process against the two-node cluster: with one CPU per node, two
+lambdas searched at once land on both nodes.
 """
 
 from __future__ import annotations
@@ -44,14 +45,15 @@ def ray_nodes(address: str) -> list[dict]:
 
 
 def run_dass_on_the_cluster(overrides: list[str], tmp_path: Path, address: str):
-    """``run_dass_ray`` on the cluster for a composed config, as the app would call it.
+    """DASS under the Ray runner on the cluster for a composed config, as the app composes
+    them; a second call with the same ``tmp_path`` resumes the search in the same run dir.
 
     Returns:
         (setup, tracker, study, reported (key, status) pairs).
     """
-    from sparsearch.runners.ray import run_dass_ray
+    from sparsearch.runners import RUNNERS
     from sparsearch.search.setup import prepare_search
-    from sparsearch.search.strategies import create_sampler
+    from sparsearch.search.strategies import STRATEGIES, create_sampler
     from sparsearch.search.study import open_study
     from sparsearch.tracking import Tracker
 
@@ -60,15 +62,17 @@ def run_dass_on_the_cluster(overrides: list[str], tmp_path: Path, address: str):
                    "runner=ray", f"runner.address={address}", f"tracking.uri={uri}",
                    "export.enabled=false", *overrides])
     run_dir = tmp_path / "run"
-    run_dir.mkdir()
+    run_dir.mkdir(exist_ok=True)
     setup = prepare_search(cfg, run_dir)
     tracker = Tracker(uri, setup.experiment)
     parent = tracker.start_search(search_key=setup.search_key, run_name="dass", params={})
     study = open_study(name=setup.study_name, storage=None, run_dir=run_dir,
                        sampler=create_sampler("random", seed=0), directions=setup.directions)
     reported: list[tuple[int, str]] = []
-    run_dass_ray(setup, study, tracker=tracker, parent_run_id=parent,
-                 on_trial=lambda key, status: reported.append((key, status)))
+    strategy = STRATEGIES.get("dass")(
+        setup, study, tracker=tracker, parent_run_id=parent,
+        on_trial=lambda key, status: reported.append((key, status)))
+    RUNNERS.get("ray")(setup, tracker=tracker, parent_run_id=parent).run(strategy)
     return setup, tracker, study, reported
 
 
@@ -92,18 +96,33 @@ def test_dass_lambdas_are_searched_as_parallel_ray_tasks(ray_cluster, tmp_path):
     assert sorted(t.state.name for t in trials) == ["COMPLETE", "COMPLETE"]
     assert sorted(k for k, _ in reported) == sorted(p.key for p in derived)
     runs = tracker.trial_runs(setup.search_key)
-    nodes = {tracker.client.get_run(runs[p.key]).data.tags["sparsearch.node_id"]
-             for p in derived}
-    # Both lambdas were sent at once to two one-CPU nodes: one ran on each.
-    assert len(nodes) == 2
+    cluster = {n["NodeID"] for n in ray_nodes(ray_cluster.address)}
+    # Searched on a worker of the cluster. Which node: Tune's choice (a worker that just
+    # finished the warm-up may take the next lambda before a second worker has started).
+    assert {tracker.client.get_run(runs[p.key]).data.tags["sparsearch.node_id"]
+            for p in derived} <= cluster
     for p in derived:
         run = tracker.client.get_run(runs[p.key])
         assert run.data.params["strategy"] == "dass"
         assert float(run.data.params["dass.lambda"]) == p.lam
         # Trained on a worker of the cluster, not in this (the driver's) process.
-        assert run.data.tags["sparsearch.train_node_id"] in {
-            n["NodeID"] for n in ray_nodes(ray_cluster.address)}
+        assert run.data.tags["sparsearch.train_node_id"] in cluster
         assert run.info.status == "FINISHED" and "train_s" in run.data.metrics
+
+    # The warm-up ran once, on a worker, into the run dir's cache; resumed with a larger
+    # budget, the search takes it from there (the file is not written again) and goes on.
+    cache = tmp_path / "run" / "dass" / "warmup.pt"
+    written = cache.stat().st_mtime_ns
+    first = {p.key for p in points}
+    setup, tracker, study, reported = run_dass_on_the_cluster([
+        "search.n_trials=3", "search.dass.lambdas=[0.0,20.0,5.0]", "search.dass.refine=false",
+        "search.dass.warmup_epochs=1", "search.dass.search_epochs=2",
+        "search.dass.finetune_epochs=1"], tmp_path, ray_cluster.address)
+    assert cache.stat().st_mtime_ns == written
+    assert sorted(p.lam for p in sweep_points(study)) == [0.0, 5.0, 20.0]
+    # Lambdas 0 and 20 were not searched again (lambda 5 may derive a duplicate, which
+    # trains nothing and reports nothing).
+    assert not first & {k for k, _ in reported}
 
 
 def test_dass_under_ray_retrains_the_front_once_the_sweep_is_complete(ray_cluster, tmp_path):

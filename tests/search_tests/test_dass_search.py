@@ -14,21 +14,13 @@ from sparsearch.config import ConfigError, DassConfig
 from sparsearch.data import DataSplits, iterate_batches
 from sparsearch.evaluate import EvalContext, build_model, evaluate
 from sparsearch.ops import Candidate, CellSupernet, MacroSupernet
-from sparsearch.search.dass import (
-    LambdaJob,
-    SweepPoint,
-    derive_argmax,
-    derive_pt,
-    genotype_of,
-    layer_candidates,
-    next_lambda,
-    plan_supernet,
-    search_lambda,
-    warm_up,
-)
+from sparsearch.search.dass import LambdaJob, SweepPoint, search_lambda
 from sparsearch.search.dass.bilevel import AlphaSettings, BilevelTrainer, supernet_accuracy
+from sparsearch.search.dass.derive import derive_argmax, derive_pt, genotype_of
+from sparsearch.search.dass.job import warm_up
+from sparsearch.search.dass.plan import layer_candidates, plan_supernet
 from sparsearch.search.dass.retrain import dass_front, training_variants, variant_spec
-from sparsearch.search.dass.sweep import next_step
+from sparsearch.search.dass.sweep import next_lambda, next_step
 from sparsearch.space import load_space, parse_space
 from sparsearch.sparsity import prunable_layers
 from sparsearch.spec import SubnetSpec

@@ -189,8 +189,11 @@ def test_register_pattern_adds_a_pattern() -> None:
         assert "keep_positive" in list_patterns()
         w = _weight((3, 3), 2)
         assert torch.equal(layer_mask(w, pattern="keep_positive"), w > 0)
+        # A second registration under the same name replaces the first, loudly.
+        with pytest.warns(RuntimeWarning, match="pattern 'keep_positive' registered twice"):
+            register_pattern("keep_positive")(keep_positive)
     finally:
-        del patterns_module._PATTERNS["keep_positive"]
+        patterns_module.PATTERNS.unregister("keep_positive")
 
 
 @pytest.mark.parametrize("kwargs,match", [

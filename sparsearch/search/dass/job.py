@@ -3,9 +3,9 @@
 DASS (Mousavi et al., arXiv 2207.06968) trains one supernet per cost weight lambda; each
 lambda is independent once the shared dense warm-up is done, so the sweep is a map of
 ``search_lambda`` over jobs. Jobs and outcomes are plain, picklable data (tensors, frozen
-dataclasses, dicts) and ``search_lambda`` touches no file, study or MLflow run, so a Ray
-runner can ``ray.remote(search_lambda)`` over lambdas in parallel and record the outcomes
-in the driver exactly as ``run_dass`` does.
+dataclasses, dicts) and ``search_lambda`` touches no file, study or MLflow run, so any
+runner can execute it (``units.LambdaUnit``) wherever it likes, several at once, and the
+strategy (``run.DassStrategy``) records the outcomes in the driver.
 """
 
 from __future__ import annotations

@@ -1,21 +1,25 @@
-"""``run_dass``: the DASS strategy end to end, with its records (study, MLflow, files).
+"""The DASS strategy: the lambda sweep as units of work, with its records.
 
 DASS (Mousavi et al., arXiv 2207.06968) as a strategy with the same budget and records as
-the random-search baseline (Farahani, arXiv 2403.08265): the dense warm-up runs once per
-round (cached in ``<run dir>/dass/warmup.pt``), then the lambda sweep (``sweep.next_lambda``)
-runs ``search_lambda`` per lambda and trains each derived subnet with ``run_trial``, as
-``runners/local.py`` does for a sampled one: a child run of the DASS parent run,
+the random-search baseline (Farahani, arXiv 2403.08265), under any runner. ``DassStrategy``
+proposes, in order: the dense warm-up of a round (``WarmUpUnit``, cached in
+``<run dir>/dass/warmup.pt``), one supernet search per lambda of the sweep
+(``LambdaUnit``, ``sweep.next_step``), and for each derived subnet its training
+(``TrialUnit``, as a sampled trial trains): a child run of the DASS parent run,
 ``trials/<key>/``, and a finished trial in the Optuna study (``add_trial``) that
-``finalize_search`` reads like any other. ``search.n_trials`` caps the derived subnets,
-``search.timeout_s`` the wall-clock of everything here (supernet training included); a
-derived subnet whose training starts before the deadline finishes, as a random trial
-does. A lambda whose subnet equals an earlier one is recorded in the sweep, not trained
-again. When a round's sweep is complete and budget is left, the next round searches again
-on a finer grid (``round_levels``: the spacing of the discretised sparsity halves) with
-supernets seeded anew; once a round adds nothing, the front's subnets are retrained under
-the space's other training values (``retrain``), so the strategy spends its budget. A
-rerun in the same run dir resumes: lambdas recorded in the study are not redone,
-and an interrupted one keeps its trial key (so its MLflow run is reused).
+``finalize_search`` reads like any other. Lambdas in flight count as searched, so no lambda
+is proposed twice and a refinement or a new round waits for the results it depends on.
+``search.n_trials`` caps the derived subnets, ``search.timeout_s`` the wall-clock of
+everything here (supernet training included); a derived subnet whose training starts
+before the deadline finishes, as a random trial does. A lambda whose subnet equals an
+earlier one is recorded in the sweep, not trained again. When a round's sweep is complete
+and budget is left, the next round searches again on a finer grid (``round_levels``: the
+spacing of the discretised sparsity halves) with supernets seeded anew; once a round adds
+nothing, the front's subnets are retrained under the space's other training values
+(``retrain``), so the strategy spends its budget. A rerun in the same run dir resumes:
+lambdas recorded in the study are not redone, and an interrupted one keeps its trial key
+(so its MLflow run is reused). Under Ray, a child run is tagged with the node that searched
+its lambda and the node that trained it.
 """
 
 from __future__ import annotations
@@ -23,32 +27,39 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import time
 from collections.abc import Callable
-from dataclasses import replace
-from typing import Any
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-from sparsearch.evaluate import EvalContext, TrialResult
-from sparsearch.search.dass.job import LambdaJob, LambdaOutcome, build_supernet, search_lambda
-from sparsearch.search.dass.job import warm_up as dense_warm_up
+from sparsearch import mlflow_keys as keys
+from sparsearch.search.dass.job import LambdaOutcome, build_supernet
 from sparsearch.search.dass.plan import SupernetPlan, fixed_values, plan_supernet
 from sparsearch.search.dass.retrain import dass_front, training_variants, variant_spec
 from sparsearch.search.dass.sweep import SweepPoint, next_step
+from sparsearch.search.dass.units import LambdaUnit, WarmUpUnit
 from sparsearch.search.setup import SearchSetup
-from sparsearch.search.study import REASON, RETRY_OF, budget_used, trial_key
-from sparsearch.search.trial import TrialJob, run_trial, trial_dir
+from sparsearch.search.strategies import Strategy
+from sparsearch.search.study import budget_used, trial_key
+from sparsearch.search.trial import TrialUnit, trial_dir
+from sparsearch.search.work import Finished, Unit
 from sparsearch.spec import SubnetSpec
 
-__all__ = ["POINT_ATTR", "SWEEP_ATTR", "check_dass", "record_next_retrain", "record_outcome",
-           "round_levels", "run_dass", "sweep_points"]
+if TYPE_CHECKING:
+    import optuna
+
+    from sparsearch.evaluate import TrialResult
+    from sparsearch.tracking import Tracker
+
+__all__ = ["DassStrategy", "check_dass", "round_levels", "sweep_points"]
 
 log = logging.getLogger("sparsearch")
 
 MAX_HALVINGS = 2
-SWEEP_ATTR = "sparsearch.dass.sweep"
-POINT_ATTR = "sparsearch.dass.point"
+SWEEP_ATTR = keys.DASS_SWEEP
+POINT_ATTR = keys.DASS_POINT
 
 
 def round_levels(levels: int, round_: int) -> int:
@@ -74,7 +85,7 @@ def check_dass(setup: SearchSetup, *, levels: int | None = None) -> SupernetPlan
                          dass=dass if levels is None else replace(dass, levels=levels))
 
 
-def sweep_points(study: Any) -> list[SweepPoint]:
+def sweep_points(study: optuna.Study) -> list[SweepPoint]:
     """The lambdas this study has recorded (sweep attribute and trials), by key."""
     points = {p["key"]: SweepPoint.from_dict(p) for p in study.user_attrs.get(SWEEP_ATTR, [])}
     for t in study.get_trials(deepcopy=False):
@@ -84,31 +95,8 @@ def sweep_points(study: Any) -> list[SweepPoint]:
     return [points[k] for k in sorted(points)]
 
 
-def _warm_state(setup: SearchSetup, plan: SupernetPlan, ctx: EvalContext, *,
-                deadline: float | None) -> dict[str, torch.Tensor] | None:
-    dass = setup.cfg.search.dass
-    identity = json.dumps({"plan": plan.fingerprint(), "seed": ctx.seed,
-                           "model": ctx.model, "train": ctx.train,
-                           "hparams": plan.base.hparams, "warmup_epochs": dass.warmup_epochs},
-                          sort_keys=True, default=str)
-    fingerprint = hashlib.sha256(identity.encode()).hexdigest()[:16]
-    path = setup.run_dir / "dass" / "warmup.pt"
-    if path.exists():
-        cached = torch.load(path, weights_only=True)
-        if cached.get("fingerprint") == fingerprint:
-            return cached["state"]
-    from sparsearch.search.dass.bilevel import DeadlineReached
-
-    try:
-        state = dense_warm_up(plan, ctx, dass, deadline=deadline)
-    except DeadlineReached:
-        return None
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"fingerprint": fingerprint, "state": state}, path)
-    return state
-
-
-def _write_snapshot(setup: SearchSetup, outcome: LambdaOutcome, extra: dict[str, Any]) -> Any:
+def _write_snapshot(setup: SearchSetup, outcome: LambdaOutcome,
+                    extra: dict[str, object]) -> Path:
     path = setup.run_dir / "dass" / f"alpha-{outcome.key:05d}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({**outcome.snapshot, **extra, "search_s": outcome.search_s},
@@ -122,15 +110,46 @@ def _digest(outcome: LambdaOutcome) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def record_outcome(setup: SearchSetup, study: Any, outcome: LambdaOutcome, *,
-                   points: list[SweepPoint], tracker: Any, parent_run_id: str,
-                   round_: int = 0, retrain_of: int | None = None,
-                   train: Callable[[TrialJob], TrialResult] | None = None) -> SweepPoint:
-    """Trains and records one lambda's derived subnet (or notes it as a duplicate).
+def _save_sweep(study: optuna.Study, points: list[SweepPoint]) -> None:
+    study.set_user_attr(SWEEP_ATTR, [p.to_dict() for p in points])
 
-    ``retrain_of`` marks a retrain of an earlier subnet under other training values.
-    ``train`` runs the trial job (train, score, record in MLflow) somewhere else, such as
-    a Ray worker; by default it runs here with ``tracker``.
+
+def record_duplicate(setup: SearchSetup, study: optuna.Study, outcome: LambdaOutcome, *,
+                     points: list[SweepPoint], originals: list[SweepPoint], tracker: Tracker,
+                     parent_run_id: str, round_: int) -> SweepPoint | None:
+    """Records a lambda whose subnet equals one of ``originals`` (not trained again);
+    None when its subnet is new."""
+    digest = _digest(outcome)
+    original = next((p for p in originals if p.digest == digest and p.duplicate_of is None),
+                    None)
+    if original is None:
+        return None
+    point = SweepPoint(lam=outcome.lam, key=outcome.key, digest=digest, cost=outcome.cost,
+                       duplicate_of=original.key, round=round_)
+    tracker.log_artifact(parent_run_id, _write_snapshot(setup, outcome,
+                                                        {"duplicate_of": original.key}), "dass")
+    _save_sweep(study, [*points, point])
+    return point
+
+
+def derived_unit(setup: SearchSetup, study: optuna.Study, outcome: LambdaOutcome, *,
+                 round_: int, retrain_of: int | None) -> TrialUnit:
+    """The training of a derived subnet: exactly as a sampled one (seed and context)."""
+    assert outcome.spec is not None
+    dass = setup.cfg.search.dass
+    return TrialUnit(spec=outcome.spec, key=outcome.key,
+                     number=len(study.get_trials(deepcopy=False)), model=outcome.model,
+                     extra_params={"strategy": "dass", "dass.lambda": outcome.lam,
+                                   "dass.supernet": dass.supernet, "dass.derive": dass.derive,
+                                   "dass.cost": dass.cost, "dass.round": round_,
+                                   **({"dass.retrain_of": retrain_of}
+                                      if retrain_of is not None else {})})
+
+
+def record_trained(setup: SearchSetup, study: optuna.Study, outcome: LambdaOutcome,
+                   result: TrialResult, *, points: list[SweepPoint], tracker: Tracker,
+                   round_: int, retrain_of: int | None) -> SweepPoint:
+    """Records a trained derived subnet: its study trial, snapshot and DASS metrics.
 
     Returns:
         The lambda's sweep point (also saved in the study).
@@ -140,32 +159,10 @@ def record_outcome(setup: SearchSetup, study: Any, outcome: LambdaOutcome, *,
     from sparsearch.evaluate import accuracy_on_test
     from sparsearch.search.trial import load_trial_model
 
-    assert outcome.spec is not None
-    digest = _digest(outcome)
-    original = next((p for p in points if p.digest == digest and p.duplicate_of is None), None)
-    if original is not None:
-        point = SweepPoint(lam=outcome.lam, key=outcome.key, digest=digest, cost=outcome.cost,
-                           duplicate_of=original.key, round=round_, retrain_of=retrain_of)
-        path = _write_snapshot(setup, outcome, {"duplicate_of": original.key})
-        tracker.log_artifact(parent_run_id, path, "dass")
-        _save_sweep(study, [*points, point])
-        return point
-    # The derived subnet trains exactly as a sampled one: the search's seed and context.
-    ctx = replace(setup.ctx, model=outcome.model) if outcome.model else setup.ctx
-    dass = setup.cfg.search.dass
-    job = TrialJob(spec=outcome.spec, key=outcome.key, number=len(study.get_trials(deepcopy=False)),
-                   ctx=ctx, run_dir=str(setup.run_dir), tracking_uri=setup.cfg.tracking.uri,
-                   experiment=setup.experiment, search_key=setup.search_key,
-                   parent_run_id=parent_run_id,
-                   extra_params={"strategy": "dass", "dass.lambda": outcome.lam,
-                                 "dass.supernet": dass.supernet, "dass.derive": dass.derive,
-                                 "dass.cost": dass.cost, "dass.round": round_,
-                                 **({"dass.retrain_of": retrain_of}
-                                    if retrain_of is not None else {})})
-    result = train(job) if train is not None else run_trial(job, tracker=tracker)
     if outcome.model and result.status == "complete":
         # finalize_search rebuilds the search's model; a cell network scores itself here
         # and leaves its model options beside its weights.
+        ctx = replace(setup.ctx, model=outcome.model)
         folder = trial_dir(setup.run_dir, outcome.key)
         (folder / "model.json").write_text(json.dumps(outcome.model, sort_keys=True))
         model = load_trial_model(ctx, setup.run_dir, outcome.key)
@@ -179,24 +176,25 @@ def record_outcome(setup: SearchSetup, study: Any, outcome: LambdaOutcome, *,
                                      "dass_derived_cost": outcome.cost})
     complete = result.status == "complete" and all(m in result.metrics
                                                    for m, _ in setup.objectives)
-    point = SweepPoint(lam=outcome.lam, key=outcome.key, digest=digest, cost=outcome.cost,
+    point = SweepPoint(lam=outcome.lam, key=outcome.key, digest=_digest(outcome),
+                       cost=outcome.cost,
                        accuracy=result.metrics.get("accuracy") if complete else None,
                        round=round_, retrain_of=retrain_of)
-    attrs = {"sparsearch.metrics": result.metrics, RETRY_OF: outcome.key,
-             "sparsearch.dass.lambda": outcome.lam, POINT_ATTR: point.to_dict()}
+    attrs = {keys.METRICS: result.metrics, keys.RETRY_OF: outcome.key,
+             keys.DASS_LAMBDA: outcome.lam, POINT_ATTR: point.to_dict()}
     if complete:
         trial = create_trial(state=TrialState.COMPLETE, user_attrs=attrs,
                              values=[float(result.metrics[m]) for m, _ in setup.objectives])
     else:
-        attrs[REASON] = result.reason or "objective metric missing"
+        attrs[keys.FAIL_REASON] = result.reason or "objective metric missing"
         trial = create_trial(state=TrialState.FAIL, user_attrs=attrs)
     study.add_trial(trial)
     _save_sweep(study, [*points, point])
     return point
 
 
-def _next_retrain(setup: SearchSetup,
-                  points: list[SweepPoint]) -> tuple[SweepPoint, LambdaOutcome] | None:
+def next_retrain(setup: SearchSetup,
+                 points: list[SweepPoint]) -> tuple[SweepPoint, LambdaOutcome] | None:
     """The next front subnet to train under other training values, or None when done."""
     dass = setup.cfg.search.dass
     fixed = fixed_values(setup.space, dict(dass.fixed))
@@ -219,88 +217,167 @@ def _next_retrain(setup: SearchSetup,
     return None
 
 
-def _save_sweep(study: Any, points: list[SweepPoint]) -> None:
-    study.set_user_attr(SWEEP_ATTR, [p.to_dict() for p in points])
+@dataclass(frozen=True)
+class _Training:
+    """A derived subnet proposed for training, until its result is recorded."""
+
+    outcome: LambdaOutcome
+    round_: int
+    retrain_of: int | None
+    searched_on: str | None
+
+    def placeholder(self) -> SweepPoint:
+        # Counts as searched while it trains, as a lambda in flight does.
+        return SweepPoint(lam=self.outcome.lam, key=self.outcome.key, digest="",
+                          cost=math.nan, round=self.round_, retrain_of=self.retrain_of)
 
 
-def _next_key(study: Any, points: list[SweepPoint]) -> int:
-    keys = [p.key for p in points] + [trial_key(t) for t in study.get_trials(deepcopy=False)]
-    return max(keys, default=-1) + 1
-
-
-def record_next_retrain(setup: SearchSetup, study: Any, points: list[SweepPoint], *,
-                        tracker: Any, parent_run_id: str,
-                        train: Callable[[TrialJob], TrialResult] | None = None
-                        ) -> SweepPoint | None:
-    """Trains and records the next front subnet under other training values (DASS's last
-    phase, once the lambda sweep is complete); None when every variant is done."""
-    retrain = _next_retrain(setup, points)
-    if retrain is None:
-        return None
-    source, outcome = retrain
-    outcome = replace(outcome, key=_next_key(study, points))
-    return record_outcome(setup, study, outcome, points=points, tracker=tracker,
-                          parent_run_id=parent_run_id, round_=source.round,
-                          retrain_of=source.key, train=train)
-
-
-def run_dass(setup: SearchSetup, study: Any, *, tracker: Any, parent_run_id: str,
-             on_trial: Callable[[int, str], None]) -> None:
-    """Runs the DASS lambda sweep until the budget is spent or the sweep is complete.
-
-    Args:
-        setup: the validated search (``search.dass`` holds the settings).
-        study: its Optuna study (resumed or new); derived subnets are added to it.
-        tracker: the MLflow tracker.
-        parent_run_id: the search's parent run.
-        on_trial: called after each derived subnet with (trial key, status).
+class DassStrategy(Strategy):
+    """DASS's lambda sweep, proposed as units of work (module doc).
 
     Raises:
         ConfigError: the space or settings cannot be searched by DASS ("not supported: ...").
     """
-    cfg = setup.cfg.search
-    deadline = time.time() + cfg.timeout_s if cfg.timeout_s is not None else None
-    plans = {0: check_dass(setup)}
-    points = sweep_points(study)
 
-    def budget_left() -> bool:
-        if cfg.n_trials is not None and budget_used(study) >= cfg.n_trials:
+    def __init__(self, setup: SearchSetup, study: optuna.Study, *, tracker: Tracker,
+                 parent_run_id: str, on_trial: Callable[[int, str], None]) -> None:
+        super().__init__(setup, study, tracker=tracker, parent_run_id=parent_run_id,
+                         on_trial=on_trial)
+        cfg = setup.cfg.search
+        self.dass = cfg.dass
+        # Absolute: units compare it with time.time() in other processes.
+        self.deadline = time.time() + cfg.timeout_s if cfg.timeout_s is not None else None
+        self.plans = {0: check_dass(setup)}
+        self.min_cost = build_supernet(self.plans[0], setup.ctx).cheapest_cost(cfg.dass.cost)
+        self.points = sweep_points(study)
+        self.warm: dict[int, str] = {}  # round -> fingerprint of its warm-up in the cache
+        self.warming = False
+        self.running: dict[int, SweepPoint] = {}  # lambdas in flight, by key
+        self.training: dict[int, _Training] = {}  # derived subnets proposed, by key
+        self.queue: list[TrialUnit] = []
+        self.lost: list[SweepPoint] = []
+        self.stopped = False  # the deadline passed inside a unit
+        self.completed = False
+
+    @classmethod
+    def check(cls, setup: SearchSetup) -> None:
+        check_dass(setup)
+
+    def _next_key(self) -> int:
+        keys_ = [p.key for p in [*self.points, *self.lost]] + [*self.running, *self.training]
+        keys_ += [trial_key(t) for t in self.study.get_trials(deepcopy=False)]
+        return max(keys_, default=-1) + 1
+
+    def _budget_left(self) -> bool:
+        if self.deadline is not None and time.time() >= self.deadline:
             return False
-        return deadline is None or time.time() < deadline
+        n_trials = self.setup.cfg.search.n_trials
+        in_flight = len(self.running) + len(self.training)
+        return n_trials is None or budget_used(self.study) + in_flight < n_trials
 
-    min_cost = build_supernet(plans[0], setup.ctx).cheapest_cost(cfg.dass.cost)
-    warm: dict[str, torch.Tensor] | None = None
-    warm_round = -1
-    while budget_left():
-        step = next_step(cfg.dass.lambdas, points, refine=cfg.dass.refine, min_cost=min_cost)
+    def _train(self, outcome: LambdaOutcome, *, round_: int, retrain_of: int | None,
+               searched_on: str | None) -> TrialUnit:
+        self.training[outcome.key] = _Training(outcome, round_, retrain_of, searched_on)
+        return derived_unit(self.setup, self.study, outcome, round_=round_,
+                            retrain_of=retrain_of)
+
+    def propose(self) -> Unit | None:
+        if self.queue:
+            # A derived subnet trains even past the budget: its lambda reserved the slot.
+            return self.queue.pop(0)
+        if self.stopped or self.warming or not self._budget_left():
+            return None
+        in_flight = [*self.running.values(), *(t.placeholder() for t in self.training.values())]
+        searched = [*self.points, *in_flight, *self.lost]
+        step = next_step(self.dass.lambdas, searched, refine=self.dass.refine,
+                         min_cost=self.min_cost)
         if step is None:
-            point = (record_next_retrain(setup, study, points, tracker=tracker,
-                                         parent_run_id=parent_run_id)
-                     if cfg.dass.refine else None)
-            if point is None:
-                log.info("dass: the sweep is complete (%d subnets)", len(points))
-                return
-            points.append(point)
-            on_trial(point.key, "complete" if point.accuracy is not None else "failed")
-            continue
+            if in_flight or not self.dass.refine:
+                return None
+            retrain = next_retrain(self.setup, self.points)
+            if retrain is None:
+                if not self.completed:
+                    log.info("dass: the sweep is complete (%d subnets)", len(self.points))
+                    self.completed = True
+                return None
+            source, outcome = retrain
+            return self._train(replace(outcome, key=self._next_key()), round_=source.round,
+                               retrain_of=source.key, searched_on=None)
         round_, lam = step
-        if round_ not in plans:
-            plans[round_] = check_dass(setup, levels=round_levels(cfg.dass.levels, round_))
-        ctx = replace(setup.ctx, seed=setup.ctx.seed + round_)
-        if round_ != warm_round:
-            warm = _warm_state(setup, plans[round_], ctx, deadline=deadline)
-            warm_round = round_
-        if warm is None:
+        if in_flight and round_ > max((p.round for p in searched), default=0):
+            return None  # a new round waits for the lambdas in flight
+        if round_ not in self.plans:
+            self.plans[round_] = check_dass(self.setup,
+                                            levels=round_levels(self.dass.levels, round_))
+        if round_ not in self.warm:
+            self.warming = True
+            return WarmUpUnit(round_=round_, plan=self.plans[round_], dass=self.dass,
+                              deadline=self.deadline)
+        key = self._next_key()
+        self.running[key] = SweepPoint(lam=lam, key=key, digest="", cost=math.nan,
+                                       round=round_)
+        return LambdaUnit(lam=lam, key=key, round_=round_, plan=self.plans[round_],
+                          dass=self.dass, fingerprint=self.warm[round_],
+                          deadline=self.deadline)
+
+    def consume(self, done: Finished) -> None:
+        unit = done.unit
+        if isinstance(unit, WarmUpUnit):
+            self._warmed(unit, done)
+        elif isinstance(unit, LambdaUnit):
+            self._searched(unit, done)
+        else:
+            self._trained(unit, done)
+
+    def _warmed(self, unit: WarmUpUnit, done: Finished) -> None:
+        self.warming = False
+        if done.error is not None:
+            log.warning("dass: the dense warm-up failed: %s", done.error)
+            self.stopped = True
+        elif done.value is None:
             log.info("dass: the budget ran out during the dense warm-up")
+            self.stopped = True
+        else:
+            fingerprint, cached = done.value
+            if cached:
+                log.info("dass: round %d's dense warm-up came from dass/warmup.pt",
+                         unit.round_)
+            self.warm[unit.round_] = fingerprint
+
+    def _searched(self, unit: LambdaUnit, done: Finished) -> None:
+        pending = self.running.pop(unit.key)
+        if done.error is not None:
+            # Not proposed again in this run; a rerun searches it anew.
+            log.warning("dass: lambda=%g failed: %s", unit.lam, done.error)
+            self.lost.append(pending)
             return
-        job = LambdaJob(lam=lam, key=_next_key(study, points), plan=plans[round_], ctx=ctx,
-                        dass=cfg.dass, warm_state=warm, deadline=deadline)
-        outcome = search_lambda(job)
+        outcome: LambdaOutcome = done.value
         if outcome.status != "derived":
-            log.info("dass: the budget ran out while searching lambda=%g", lam)
+            log.info("dass: the budget ran out while searching lambda=%g", unit.lam)
+            self.stopped = True
             return
-        point = record_outcome(setup, study, outcome, points=points, tracker=tracker,
-                               parent_run_id=parent_run_id, round_=round_)
-        points.append(point)
-        if point.duplicate_of is None:
-            on_trial(point.key, "complete" if point.accuracy is not None else "failed")
+        # Subnets still training are originals too: a lambda that derives one again is a
+        # duplicate of it, not a second training of the same subnet.
+        training = [SweepPoint(lam=t.outcome.lam, key=k, digest=_digest(t.outcome),
+                               cost=t.outcome.cost) for k, t in self.training.items()]
+        point = record_duplicate(self.setup, self.study, outcome, points=self.points,
+                                 originals=[*self.points, *training], tracker=self.tracker,
+                                 parent_run_id=self.parent_run_id, round_=unit.round_)
+        if point is not None:
+            self.points.append(point)
+            return
+        self.queue.append(self._train(outcome, round_=unit.round_, retrain_of=None,
+                                      searched_on=done.node_id))
+
+    def _trained(self, unit: TrialUnit, done: Finished) -> None:
+        training = self.training.pop(unit.key)
+        result = self.trial_result(done)
+        point = record_trained(self.setup, self.study, training.outcome, result,
+                               points=self.points, tracker=self.tracker,
+                               round_=training.round_, retrain_of=training.retrain_of)
+        self.points.append(point)
+        tags = {keys.NODE_ID: training.searched_on, keys.TRAIN_NODE_ID: done.node_id}
+        run_id = self.tracker.trial_runs(self.setup.search_key).get(point.key)
+        if run_id is not None and any(tags.values()):
+            self.tracker.set_tags(run_id, {k: v for k, v in tags.items() if v})
+        self.on_trial(point.key, "complete" if point.accuracy is not None else "failed")

@@ -12,7 +12,7 @@ with the same subnet, a neighbour that repeated an earlier subnet, or lambdas le
 10% apart.
 
 When a round's sweep is complete and budget is left, the next round starts over from the
-listed lambdas (``run_dass`` gives it a finer grid and a new supernet seed, so the strategy
+listed lambdas (``DassStrategy`` gives it a finer grid and a new supernet seed, so the strategy
 stays "anytime"); a round that adds no new subnet ends the search.
 
 Pure functions over plain records (``SweepPoint``), so a resumed search makes the same

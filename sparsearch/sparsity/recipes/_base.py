@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from sparsearch.catalogue import Catalogue
 from sparsearch.sparsity.plan import SparsityPlan
 from sparsearch.spec import SubnetSpec
 from sparsearch.train import TrainSettings, make_optimizer
@@ -79,29 +80,25 @@ class Recipe(ABC):
         """Trains ``ctx.model`` in place and leaves the final masks applied."""
 
 
-_RECIPES: dict[str, type[Recipe]] = {}
+RECIPES: Catalogue[type[Recipe]] = Catalogue("recipe")
 
 
 def register_recipe(cls: type[Recipe]) -> type[Recipe]:
-    _RECIPES[cls.name] = cls
-    return cls
+    """Registers a ``Recipe`` subclass under its ``name``."""
+    return RECIPES.register(cls.name, cls)
 
 
 def list_recipes() -> list[str]:
-    return sorted(_RECIPES)
+    return RECIPES.names()
 
 
 def recipe_knobs(name: str) -> dict[str, Any]:
     """The searchable knobs of a recipe with their defaults."""
-    if name not in _RECIPES:
-        raise ValueError(f"recipe must be one of {list_recipes()}, got {name!r}")
-    return dict(_RECIPES[name].knobs)
+    return dict(RECIPES.get(name).knobs)
 
 
 def create_recipe(name: str, **knobs: Any) -> Recipe:
-    if name not in _RECIPES:
-        raise ValueError(f"recipe must be one of {list_recipes()}, got {name!r}")
-    return _RECIPES[name](**knobs)
+    return RECIPES.get(name)(**knobs)
 
 
 def mask_flip_rate(old: dict[str, torch.Tensor], new: dict[str, torch.Tensor]) -> float:
