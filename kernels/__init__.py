@@ -10,7 +10,10 @@ dense                   cpu, cuda  all (decompressed ``F.linear``; the baseline)
 csr                     cpu, cuda  csr, bsr, nm, semi24 (torch CSR, ``W @ x.T``)
 bsr                     cpu, cuda  bsr (torch BSR, ``W @ x.T``)
 gather_sum              cpu, cuda  csr, bsr, nm, semi24 (``F.embedding_bag`` SpMM)
+block_gather            cpu, cuda  bsr (gather + batched block matmul + ``index_add_``)
 nm_cpu                  cpu        nm, semi24 (our C++ N:M kernel, built on first use)
+bsr_cpu                 cpu        bsr (our C++ block-sparse kernel, built on first use)
+csr_cpu                 cpu        csr, bsr, nm, semi24 (our C++ CSR kernel, ditto)
 semi_structured         cuda       2:4 in fp16/bf16 (``to_sparse_semi_structured``)
 nm_triton               cuda       nm, semi24 (our Triton N:M kernel)
 ======================  =========  ===============================================
@@ -19,7 +22,13 @@ Which kernel a layer uses is not decided here: ``sparsearch.export`` times every
 applicable kernel against dense per layer and batch size, and keeps the fastest.
 """
 
-from . import _nm_cpu, _nm_triton, _semi_structured, _torch_kernels  # noqa: F401 (fill the registry)
+from . import (  # noqa: F401 (fill the registry)
+    _nm_cpu,
+    _nm_triton,
+    _semi_structured,
+    _sparse_cpu,
+    _torch_kernels,
+)
 from ._formats import (
     SEMI24_MIN_SHAPE,
     SparseWeight,
@@ -42,6 +51,7 @@ from ._registry import (
     list_kernels,
     register_kernel,
 )
+from ._sparse_cpu import build_sparse_cpu
 
 __all__ = [
     "SEMI24_MIN_SHAPE",
@@ -51,6 +61,7 @@ __all__ = [
     "SparseWeight",
     "WeightFormat",
     "build_nm_cpu",
+    "build_sparse_cpu",
     "encode_weight",
     "get_format",
     "get_kernel",

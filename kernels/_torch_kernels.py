@@ -10,6 +10,10 @@
   as the embedding table. torch runs it on fbgemm's EmbeddingSpMDM kernels on CPU, which
   measure about 2x faster than torch CSR at batch >= 32. N:M weights use fixed-size bags
   (no offsets); this is also the plain-torch fallback of the C++ N:M kernel.
+- block_gather: BSR as one batched matmul over the kept blocks: gather each block's slice
+  of x's columns, multiply every block by its slice at once (``torch.bmm``), and
+  ``index_add_`` the products into their block rows. Three dense ops whose cost is the
+  kept blocks alone; the plain-torch fallback of the C++ ``bsr_cpu`` kernel.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import torch.nn.functional as F
 from ._formats import SparseWeight, nm_view, quiet_sparse_beta
 from ._registry import Kernel, Operands, register_kernel
 
-__all__ = ["BsrKernel", "CsrKernel", "DenseKernel", "GatherSumKernel"]
+__all__ = ["BlockGatherKernel", "BsrKernel", "CsrKernel", "DenseKernel", "GatherSumKernel"]
 
 _ALL_FORMATS = ("dense", "csr", "bsr", "nm", "semi24")
 _SPARSE_FORMATS = ("csr", "bsr", "nm", "semi24")
@@ -124,4 +128,38 @@ class GatherSumKernel(Kernel):
                bias: torch.Tensor | None = None) -> torch.Tensor:
         y = F.embedding_bag(operands["cols"], x.T.contiguous(), operands["offsets"],
                             per_sample_weights=operands["values"], mode="sum").T
+        return y if bias is None else y + bias
+
+
+@register_kernel("block_gather")
+class BlockGatherKernel(Kernel):
+    """BSR as gather + batched block matmul + ``index_add_`` (plain torch)."""
+
+    formats = ("bsr",)
+    devices = ("cpu", "cuda")
+
+    def prepare(self, weight: SparseWeight, *, device: torch.device,
+                dtype: torch.dtype) -> Operands:
+        t = weight.tensors
+        bh, bw = weight.params["block"]
+        crow = t["crow_indices"].long()
+        block_rows = torch.repeat_interleave(torch.arange(crow.numel() - 1),
+                                             crow.diff())
+        # values^T per block, [blocks, bw, bh], so bmm(x slices, values_t) needs no copy.
+        values_t = t["values"].reshape(-1, bh, bw).transpose(1, 2).contiguous()
+        return {"values_t": values_t.to(device=device, dtype=dtype),
+                "cols": t["col_indices"].long().to(device),
+                "rows": block_rows.to(device), "block": (bh, bw),
+                "shape": tuple(weight.shape)}
+
+    def linear(self, operands: Operands, x: torch.Tensor,
+               bias: torch.Tensor | None = None) -> torch.Tensor:
+        bh, bw = operands["block"]
+        out, reduction = operands["shape"]
+        batch = x.shape[0]
+        # [blocks, batch, bw]: each kept block's slice of the input columns.
+        slices = x.reshape(batch, reduction // bw, bw).index_select(1, operands["cols"])
+        products = torch.bmm(slices.transpose(0, 1), operands["values_t"])
+        y = x.new_zeros(out // bh, batch, bh).index_add_(0, operands["rows"], products)
+        y = y.permute(1, 0, 2).reshape(batch, out)
         return y if bias is None else y + bias

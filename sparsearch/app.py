@@ -56,6 +56,10 @@ def print_report(report: Any, setup: Any, console: Any) -> None:
     console.print(table)
     console.print(f"hypervolume {report.hypervolume:.4f} "
                   f"(reference {dict(zip([m for m, _ in report.objectives], report.reference))})")
+    if report.early_stopping is not None:
+        console.print(f"{report.early_stopping.summary()} "
+                      f"(search.scheduler={setup.cfg.search.scheduler}, eta "
+                      f"{setup.cfg.search.eta})")
     for name, path in report.paths.items():
         console.print(f"  {name:<12} {path}")
 
@@ -66,6 +70,7 @@ def run_one(cfg: SparsearchConfig, run_dir: Path, *, console: Any) -> Any:
 
     from sparsearch.preflight import check_environment
     from sparsearch.runners import RUNNERS
+    from sparsearch.schedulers import scheduler_hook
     from sparsearch.search.fingerprint import (
         check_fingerprint,
         search_fingerprint,
@@ -99,7 +104,9 @@ def run_one(cfg: SparsearchConfig, run_dir: Path, *, console: Any) -> Any:
         params={"strategy": cfg.search.strategy, "space": cfg.space, "seed": cfg.seed,
                 "n_trials": cfg.search.n_trials, "timeout_s": cfg.search.timeout_s,
                 "objectives": list(cfg.search.objectives), "model": cfg.model.kind,
-                "data": cfg.data.name, "runner": cfg.runner.kind},
+                "data": cfg.data.name, "runner": cfg.runner.kind,
+                "scheduler": cfg.search.scheduler, "min_epochs": cfg.search.min_epochs,
+                "eta": cfg.search.eta},
         tags={"sparsearch.run_dir": str(run_dir.resolve())})
     started = time.monotonic()
     try:
@@ -132,7 +139,11 @@ def run_one(cfg: SparsearchConfig, run_dir: Path, *, console: Any) -> Any:
             trials_started = time.monotonic()
             strategy = strategy_cls(setup, study, tracker=tracker, parent_run_id=parent,
                                     on_trial=on_trial)
-            runner_cls(setup, tracker=tracker, parent_run_id=parent).run(strategy)
+            runner = runner_cls(setup, tracker=tracker, parent_run_id=parent)
+            # search.scheduler's hook on the report seam (None: nothing stops a trial).
+            runner.on_report = scheduler_hook(cfg.search, max_epochs=cfg.train.epochs,
+                                              objectives=setup.objectives, study=study)
+            runner.run(strategy)
             search_s = time.monotonic() - trials_started
         report = finalize_search(setup, study, tracker=tracker, parent_run_id=parent,
                                  dense=dense)
@@ -170,29 +181,39 @@ def run_search(cfg: SparsearchConfig, run_dir: Path, *, console: Any = None) -> 
         report = run_one(cfg, run_dir, console=console)
         _print_review(console, cfg.tracking.uri, {cfg.search.strategy: report.run_url})
         return report
-    for strategy in cfg.search.compare:
-        validate(replace(cfg, search=replace(cfg.search, strategy=strategy, compare=[])))
+    from sparsearch.config import split_compare_entry
+
+    def entry_config(entry: str) -> SparsearchConfig:
+        # An entry without a scheduler suffix runs with search.scheduler.
+        strategy, scheduler = split_compare_entry(entry)
+        return replace(cfg, search=replace(cfg.search, strategy=strategy, compare=[],
+                                           scheduler=scheduler or cfg.search.scheduler))
+
+    for entry in cfg.search.compare:
+        validate(entry_config(entry))
     reports = {}
-    for strategy in cfg.search.compare:
-        sub = replace(cfg, search=replace(cfg.search, strategy=strategy, compare=[]))
-        sub_dir = run_dir / strategy
+    for entry in cfg.search.compare:
+        sub_dir = run_dir / entry
         sub_dir.mkdir(parents=True, exist_ok=True)
         first = run_dir / cfg.search.compare[0] / "dense.json"
         if first.exists() and not (sub_dir / "dense.json").exists():
             # One dense baseline for all strategies: the same hypervolume reference.
             shutil.copy(first, sub_dir / "dense.json")
-        reports[strategy] = run_one(sub, sub_dir, console=console)
+        reports[entry] = run_one(entry_config(entry), sub_dir, console=console)
     table = Table(title=f"{cfg.name}: strategies on the same space and budget "
                         f"(n_trials={cfg.search.n_trials}, timeout_s={cfg.search.timeout_s})")
     # "search s" is the budgeted part (the trials); "wall s" adds the dense baseline (trained
     # once, by the first strategy), the report and the exports.
-    for col in ("strategy", "hypervolume", "front size", "complete", "failed", "search s",
-                "wall s"):
+    for col in ("strategy", "hypervolume", "front size", "complete", "failed", "stopped",
+                "epochs saved", "search s", "wall s"):
         table.add_column(col, justify="left" if col == "strategy" else "right")
     for strategy, rep in reports.items():
+        stop = rep.early_stopping
         table.add_row(strategy, f"{rep.hypervolume:.4f}", str(len(rep.front)),
-                      str(rep.n_complete), str(rep.n_failed), f"{rep.search_s:.1f}",
-                      f"{rep.wall_s:.1f}")
+                      str(rep.n_complete), str(rep.n_failed),
+                      str(stop.n_pruned) if stop else "-",
+                      f"{stop.fraction_saved:.0%}" if stop else "-",
+                      f"{rep.search_s:.1f}", f"{rep.wall_s:.1f}")
     console.print(table)
     _print_review(console, cfg.tracking.uri, {s: rep.run_url for s, rep in reports.items()})
     return reports
@@ -217,7 +238,8 @@ def _only_hydra_files(run_dir: Path) -> bool:
 
 
 def run(dict_cfg: Any) -> Any:
-    """Hydra task: types the config, runs the search; bad input exits with code 2."""
+    """Hydra task: types the config, runs the search; bad input exits with code 2, a DASS
+    search that completed no subnet with code 3."""
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
 
@@ -229,7 +251,7 @@ def run(dict_cfg: Any) -> Any:
         cfg = OmegaConf.to_object(dict_cfg)
         assert isinstance(cfg, SparsearchConfig)  # the structured config's schema
         with chatter_to_log_file():
-            return run_search(cfg, run_dir)
+            result = run_search(cfg, run_dir)
     except ConfigError as err:
         # Leave nothing behind that looks like a run, unless the dir held one already.
         if run_dir.is_dir() and _only_hydra_files(run_dir):
@@ -240,3 +262,11 @@ def run(dict_cfg: Any) -> Any:
         print(f"error: {err}; the trial is recorded failed and the search stopped: free space "
               f"(or fix the run dir) and rerun the same command to resume", file=sys.stderr)
         sys.exit(2)
+    reports = result if isinstance(result, dict) else {cfg.search.strategy: result}
+    if reports.get("dass") is not None and reports["dass"].n_complete == 0:
+        # An empty front is a failed search, not a result: say so and exit non-zero.
+        print("warning: dass completed no subnet within the budget (its log says where the "
+              "time went; search.dass.fit_budget=true scales its epochs to fit); the front "
+              "is empty", file=sys.stderr)
+        sys.exit(3)
+    return result

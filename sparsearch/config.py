@@ -88,7 +88,8 @@ class TrainConfig:
 
 @dataclass
 class DassConfig:
-    # Supernet: macro (per-layer choice over the space's patterns) | cell (DARTS cells).
+    # Supernet: macro (per-layer choice over the space's patterns) | space (one choice
+    # over the space's (pattern, allocation, sparsity) points) | cell (DARTS cells).
     supernet: str = "macro"
     # Points each continuous space dimension is discretised to for the supernet.
     levels: int = 4
@@ -120,8 +121,21 @@ class DassConfig:
     # Supernet batch size (null: the subnets' training batch size); larger batches mean
     # fewer mask updates per epoch, so a faster search.
     batch_size: int | None = None
+    # Part of the train split held out for alpha and every DARTS-PT decision (DARTS: half);
+    # the weights and scores train on the rest. The val split only scores derived subnets.
+    alpha_fraction: float = 0.5
+    # Scale the phase epochs down when the warm-up and the first lambda would not fit in
+    # half of search.timeout_s (measured on the first supernet steps); false: only warn.
+    fit_budget: bool = False
+    # What derived subnets start from: none (a fresh model, the space's recipe), scores
+    # (the supernet's learned masks) or weights (its masks and weights), fine-tuned with
+    # the masks fixed (recipe inherited, as DASS and HYDRA do).
+    inherit: str = "none"
 
     def __post_init__(self) -> None:
+        if not 0.0 < self.alpha_fraction < 1.0:
+            raise ConfigError(f"search.dass.alpha_fraction must be in (0, 1), got "
+                              f"{self.alpha_fraction}")
         for key in ("warmup_epochs", "search_epochs", "finetune_epochs", "pt_tune_epochs"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"search.dass.{key} must be >= 0, got {getattr(self, key)}")
@@ -163,8 +177,16 @@ class SearchConfig:
     # NSGA-II: population size.
     population_size: int = 16
     # Run each of these strategies in turn on the same space and budget, each as its own
-    # parent run (e.g. [random, dass]); empty: run `strategy` alone.
+    # parent run (e.g. [random, dass]); empty: run `strategy` alone. An entry may carry a
+    # scheduler as STRATEGY_SCHEDULER (e.g. random_asha).
     compare: list[str] = field(default_factory=list)
+    # Early stopping: none | asha (multi-objective asynchronous successive halving) |
+    # hyperband (several ASHA brackets).
+    scheduler: str = "none"
+    # First rung of the scheduler, in epochs (later rungs: min_epochs * eta**k).
+    min_epochs: int = 1
+    # Reduction factor of the scheduler: the best 1/eta at each rung go on (>= 2).
+    eta: int = 3
     # Differentiable search settings (strategy=dass).
     dass: DassConfig = field(default_factory=DassConfig)
 
@@ -299,6 +321,39 @@ def _validate_model(cfg: SparsearchConfig) -> None:
     _at_least("model.img_size", m.img_size, 1, optional=True)
 
 
+def split_compare_entry(entry: str) -> tuple[str, str | None]:
+    """"random_asha" -> ("random", "asha"); an entry with no scheduler suffix -> (entry, None)."""
+    from sparsearch.schedulers import list_schedulers
+
+    strategy, _, scheduler = entry.rpartition("_")
+    if strategy and scheduler in list_schedulers():
+        return strategy, scheduler
+    return entry, None
+
+
+def _validate_scheduler(cfg: SparsearchConfig, objectives: list[tuple[str, str]]) -> None:
+    from sparsearch.schedulers import RUNG_METRICS, list_schedulers
+
+    s = cfg.search
+    _one_of("search.scheduler", s.scheduler, list_schedulers())
+    if s.eta < 2:
+        raise ConfigError(f"search.eta must be an integer >= 2, got {s.eta}")
+    if s.min_epochs < 1:
+        raise ConfigError(f"search.min_epochs must be >= 1, got {s.min_epochs}")
+    if s.scheduler == "none":
+        return
+    if s.min_epochs >= cfg.train.epochs:
+        raise ConfigError(f"search.min_epochs must be < train.epochs ({cfg.train.epochs}) "
+                          f"for search.scheduler={s.scheduler}, got {s.min_epochs}")
+    if not {m for m, _ in objectives} & {"accuracy", "loss"}:
+        raise ConfigError(f"search.scheduler={s.scheduler} ranks trials on what they measure "
+                          f"at a rung: search.objectives must include accuracy or loss "
+                          f"(known at a rung: {list(RUNG_METRICS)})")
+    if s.strategy == "dass":
+        raise ConfigError("search.scheduler must be none for search.strategy=dass "
+                          "(it trains a supernet, not trials)")
+
+
 def validate(cfg: SparsearchConfig) -> SparsearchConfig:
     """Checks ranges and names of a composed config.
 
@@ -330,8 +385,13 @@ def validate(cfg: SparsearchConfig) -> SparsearchConfig:
     _one_of("train.optimizer", cfg.train.optimizer, ("adam", "sgd"))
     _one_of("train.device", cfg.train.device, ("cpu", "cuda", "auto"))
     STRATEGIES.check(cfg.search.strategy)
-    for strategy in cfg.search.compare:
-        _one_of("search.compare item", strategy, STRATEGIES.names())
+    for entry in cfg.search.compare:
+        if split_compare_entry(entry)[0] not in STRATEGIES:
+            from sparsearch.schedulers import list_schedulers
+
+            raise ConfigError(f"search.compare item must be one of {STRATEGIES.names()}, "
+                              f"optionally as STRATEGY_SCHEDULER with a scheduler of "
+                              f"{list_schedulers()} (e.g. random_asha), got {entry!r}")
     if cfg.search.n_trials is None and cfg.search.timeout_s is None:
         raise ConfigError("search.n_trials and search.timeout_s are both null: set a budget")
     if cfg.search.n_trials is not None and cfg.search.n_trials < 1:
@@ -339,6 +399,7 @@ def validate(cfg: SparsearchConfig) -> SparsearchConfig:
     if cfg.search.timeout_s is not None and cfg.search.timeout_s <= 0:
         raise ConfigError(f"search.timeout_s must be > 0 or null, got {cfg.search.timeout_s}")
     objectives = parse_objectives(list(cfg.search.objectives))
+    _validate_scheduler(cfg, objectives)
     if cfg.search.latency_batch_size < 1:
         raise ConfigError(f"search.latency_batch_size must be >= 1, "
                           f"got {cfg.search.latency_batch_size}")
@@ -354,9 +415,13 @@ def validate(cfg: SparsearchConfig) -> SparsearchConfig:
             raise ConfigError(f"search.reference.{metric} must be set when {metric} is an "
                               f"objective (it has no default hypervolume bound): add "
                               f"+search.reference.{metric}=VALUE")
-    _one_of("search.dass.supernet", cfg.search.dass.supernet, ("macro", "cell"))
+    _one_of("search.dass.supernet", cfg.search.dass.supernet, ("macro", "space", "cell"))
     _one_of("search.dass.cost", cfg.search.dass.cost, ("density", "flops"))
     _one_of("search.dass.derive", cfg.search.dass.derive, ("argmax", "pt"))
+    _one_of("search.dass.inherit", cfg.search.dass.inherit, ("none", "scores", "weights"))
+    if cfg.search.dass.inherit != "none" and cfg.search.dass.supernet == "cell":
+        raise ConfigError("not supported: search.dass.inherit with supernet=cell (a derived "
+                          "cell network has other layers than the supernet); use inherit=none")
     if cfg.search.dass.levels < 2:
         raise ConfigError(f"search.dass.levels must be >= 2, got {cfg.search.dass.levels}")
     if not cfg.search.dass.lambdas or any(v < 0 for v in cfg.search.dass.lambdas):

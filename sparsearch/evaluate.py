@@ -18,7 +18,11 @@ from torch import nn
 from sparsearch.data import DataSplits, iterate_batches
 from sparsearch.spec import SubnetSpec
 
-__all__ = ["EvalContext", "TrialResult", "build_model", "evaluate", "accuracy_on_test"]
+__all__ = ["EvalContext", "TrialResult", "TrialStopped", "build_model", "evaluate",
+           "accuracy_on_test", "pruned_result"]
+
+# report(epoch, metrics) -> True to stop the trial there (a scheduler's decision).
+Report = Callable[[int, dict[str, float]], bool]
 
 
 @dataclass(frozen=True)
@@ -27,8 +31,11 @@ class TrialResult:
 
     Attributes:
         status: complete | failed | pruned.
-        metrics: accuracy and loss (val split), density, nnz, params, flops, train_s, ...
-        reason: why a trial failed (None when complete).
+        metrics: accuracy and loss (val split), density, nnz, params, flops, train_s,
+            epochs, ...;
+            a pruned trial's are those of the epoch it stopped at, with
+            ``stopped_at_epoch`` and ``max_epochs``.
+        reason: why a trial failed or was stopped (None when complete).
     """
 
     status: str
@@ -68,6 +75,37 @@ class EvalContext:
     latency_batch: int | None = None
 
 
+class TrialStopped(Exception):
+    """A scheduler stopped the trial at an epoch report (not a failure)."""
+
+    def __init__(self, epoch: int, metrics: dict[str, float]) -> None:
+        super().__init__(f"stopped at epoch {epoch}")
+        self.epoch = epoch
+        self.metrics = metrics
+
+
+def pruned_result(epoch: int, reported: dict[str, float]) -> TrialResult:
+    """The result of a trial stopped after ``epoch``, from what it reported there."""
+    return TrialResult("pruned", {**reported, "stopped_at_epoch": float(epoch)},
+                       f"stopped at epoch {epoch}")
+
+
+def _final_shape_metrics(model: nn.Module, plan: Any, example: torch.Tensor) -> dict[str, float]:
+    """density, nnz, params and flops the subnet will have, read before training.
+
+    A scheduler ranks trials at a rung on these with the rung's accuracy; a recipe may
+    still be dense at that epoch, but the spec fixes what the subnet will be.
+    """
+    import copy
+
+    from sparsearch.metrics import subnet_metrics
+    from sparsearch.sparsity.masking import apply_masks
+
+    shaped = copy.deepcopy(model)
+    apply_masks(shaped, plan.masks(shaped))
+    return subnet_metrics(shaped, example)
+
+
 def _device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -101,13 +139,19 @@ def evaluate(
     ctx: EvalContext,
     *,
     log_metric: Callable[[str, float, int], None] | None = None,
+    report: Report | None = None,
 ) -> tuple[TrialResult, nn.Module | None]:
     """Builds, trains and measures one subnet on the val split.
 
+    After every epoch the val split is measured (``val_accuracy`` and ``val_loss`` go to
+    ``log_metric`` with the epoch, counted from 1) and passed to ``report`` with the
+    subnet's final density, nnz, params and flops, ``train_s`` so far and ``max_epochs``;
+    ``report`` may stop the trial there.
+
     Returns:
-        The TrialResult and the trained model (masks applied), or None when it failed.
-        A diverging loss or an unsupported combination is a failed trial with its reason,
-        not an exception: the search goes on.
+        The TrialResult and the trained model (masks applied), or None when it failed or
+        was stopped (a stopped subnet is not exported). A diverging loss or an unsupported
+        combination is a failed trial with its reason, not an exception: the search goes on.
     """
     from sparsearch.metrics import subnet_metrics
     from sparsearch.sparsity.plan import SparsityPlan
@@ -120,20 +164,39 @@ def evaluate(
     data = ctx.data.to(device)
     settings = _settings(spec, ctx)
     generator = torch.Generator().manual_seed(ctx.seed)
+    log = log_metric or (lambda key, value, step: None)
     started = time.perf_counter()
     try:
         model = build_model(ctx).to(device)
         knobs = {k.split(".", 1)[1]: v for k, v in spec.options.items()
                  if k.startswith(f"{spec.recipe}.")}
         recipe = create_recipe(spec.recipe, **knobs)
+        plan = SparsityPlan(spec, model)
+        shape = _final_shape_metrics(model, plan, data.val[0][:1]) if report else {}
+        epoch = 0
+
+        def end_epoch() -> None:
+            nonlocal epoch
+            epoch += 1
+            accuracy, loss = accuracy_and_loss(model, iterate_batches(data.val, 1024))
+            log("val_accuracy", accuracy, epoch)
+            log("val_loss", loss, epoch)
+            measured = {"accuracy": accuracy, "loss": loss, **shape,
+                        "train_s": time.perf_counter() - started,
+                        "max_epochs": float(settings.epochs)}
+            if report is not None and report(epoch, measured):
+                raise TrialStopped(epoch, measured)
+
         recipe_ctx = RecipeContext(
-            model=model, spec=spec, plan=SparsityPlan(spec, model), settings=settings,
+            model=model, spec=spec, plan=plan, settings=settings,
             train_batches=lambda: iterate_batches(data.train, settings.batch_size,
                                                   generator=generator),
-            log_metric=log_metric or (lambda key, value, step: None),
+            log_metric=log, end_epoch=end_epoch,
         )
         recipe.run(recipe_ctx)
         accuracy, loss = accuracy_and_loss(model, iterate_batches(data.val, 1024))
+    except TrialStopped as stop:
+        return pruned_result(stop.epoch, stop.metrics), None
     except DivergedError as err:
         return TrialResult("failed", {"train_s": time.perf_counter() - started},
                            f"diverged: {err}"), None
@@ -144,7 +207,7 @@ def evaluate(
     if not math.isfinite(loss):
         return TrialResult("failed", {"train_s": train_s}, f"diverged: val loss {loss}"), None
     metrics = {"accuracy": accuracy, "loss": loss, "train_s": train_s,
-               **subnet_metrics(model, data.val[0][:1])}
+               "epochs": float(settings.epochs), **subnet_metrics(model, data.val[0][:1])}
     if ctx.latency_batch is not None:
         from sparsearch.export import measure_latency_ms
 

@@ -23,11 +23,13 @@ __all__ = [
     "PARETO_RANK",
     "RETRY_OF",
     "ROLE",
+    "RUNGS",
     "RUN_DIR",
     "SEARCH_KEY",
     "SPEC",
     "STALE",
     "STATUS",
+    "STOPPED_AT_EPOCH",
     "TRAIN_NODE_ID",
     "TRIAL_KEY",
 ]
@@ -40,6 +42,7 @@ RUN_DIR = "sparsearch.run_dir"  # parent: the run dir on the driver
 SPEC = "sparsearch.spec"  # child: the SubnetSpec as JSON
 STATUS = "sparsearch.status"  # child: complete | pruned | failed
 FAIL_REASON = "sparsearch.fail_reason"  # child tag and Optuna attribute: why it failed
+STOPPED_AT_EPOCH = "sparsearch.stopped_at_epoch"  # child: the rung a scheduler stopped it at
 OPTUNA_NUMBER = "sparsearch.optuna_number"  # child: the Optuna trial number of this attempt
 NODE_ID = "sparsearch.node_id"  # child tag / trial attribute: the Ray node it ran (or searched) on
 TRAIN_NODE_ID = "sparsearch.train_node_id"  # DASS child: the Ray node that trained the subnet
@@ -55,6 +58,7 @@ EXPERIMENT_KIND = "mlflow.experimentKind"  # MLflow's: which layout the UI opens
 METRICS = "sparsearch.metrics"  # trial: the TrialResult's metrics
 STALE = "sparsearch.stale"  # trial: a killed attempt, not counted against the budget
 RETRY_OF = "sparsearch.retry_of"  # trial: the key of the first attempt it repeats
+RUNGS = "sparsearch.rungs"  # trial: its scheduler rung decisions, epoch -> values, survived
 DASS_LAMBDA = "sparsearch.dass.lambda"  # trial: the lambda a DASS subnet was derived at
 DASS_POINT = "sparsearch.dass.point"  # trial: its DASS sweep point
 DASS_SWEEP = "sparsearch.dass.sweep"  # study: every DASS sweep point, duplicates included

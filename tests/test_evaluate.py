@@ -9,6 +9,7 @@ from sparsearch.evaluate import EvalContext, accuracy_on_test, build_model, eval
 from sparsearch.metrics import dense_flops, sparse_flops
 from sparsearch.sparsity.masking import apply_masks, prunable_layers
 from sparsearch.sparsity.patterns import unstructured_mask
+from sparsearch.sparsity.recipes import list_recipes
 from sparsearch.spec import LayerRule, SubnetSpec
 
 TRAIN = {"epochs": 4, "lr": 1e-2, "weight_decay": 0.0, "optimizer": "adam", "batch_size": 64}
@@ -97,3 +98,29 @@ def test_latency_is_measured_when_asked(digits):
     result, _ = evaluate(SubnetSpec(pattern="unstructured", sparsity=0.9),
                          replace(ctx, latency_batch=1))
     assert result.metrics["latency_ms"] > 0
+
+
+@pytest.mark.parametrize("recipe", list_recipes())
+def test_every_recipe_reports_each_epoch_and_can_be_stopped(ctx, recipe):
+    spec = SubnetSpec(pattern="nm", nm="2:4", recipe=recipe)
+    seen: list[tuple[int, dict[str, float]]] = []
+
+    def report(epoch: int, metrics: dict[str, float]) -> bool:
+        seen.append((epoch, metrics))
+        return False
+
+    result, model = evaluate(spec, ctx, report=report)
+    assert result.status == "complete", result.reason
+    assert [e for e, _ in seen] == [1, 2, 3, 4]
+    # The last report measured the trained subnet the result describes.
+    assert seen[-1][1]["accuracy"] == result.metrics["accuracy"]
+    # The rung knows the final shape of the subnet from the start.
+    assert seen[0][1]["density"] == pytest.approx(result.metrics["density"], abs=0.01)
+
+    series: list[tuple[str, float, int]] = []
+    stopped, none = evaluate(spec, ctx, report=lambda epoch, m: epoch == 2,
+                             log_metric=lambda k, v, s: series.append((k, v, s)))
+    assert stopped.status == "pruned" and none is None
+    assert stopped.metrics["stopped_at_epoch"] == 2 and stopped.metrics["max_epochs"] == 4
+    assert stopped.metrics["accuracy"] == seen[1][1]["accuracy"]
+    assert [s for k, _, s in series if k == "val_accuracy"] == [1, 2]

@@ -4,7 +4,9 @@
 layer in the format its zeros call for: dense, CSR, BSR, N:M values + positions, 2:4 with
 CUTLASS metadata; everything else under its ``state_dict`` name) and ``manifest.json``
 (the SubnetSpec, how to rebuild the model, per-layer format and kernel per batch-size
-class, measured speedups, checksums). No pickle.
+class, measured speedups, checksums). Output channels a mask zeroed whole are removed
+with the next layer's matching inputs, so channel sparsity is served as smaller dense
+layers. No pickle.
 
 ``load(path, device)`` rebuilds the model (from ``sparsearch_build``, or the ``model=`` you
 pass) with its Linear/Conv2d layers on the kernels measured fastest for each batch-size
@@ -17,7 +19,7 @@ prints the per-layer kernel table.
 
 from sparsearch.export._detect import detect_format
 from sparsearch.export._latency import measure_latency_ms, with_sparse_kernels
-from sparsearch.export._layers import SparseConv2d, SparseLinear, batch_class
+from sparsearch.export._layers import KernelConv2d, KernelLinear, batch_class
 from sparsearch.export._load import load
 from sparsearch.export._manifest import ExportError, read_manifest
 from sparsearch.export._mlflow import RegisteredExport, load_registered, log_export
@@ -27,8 +29,8 @@ from sparsearch.export._table import kernel_table
 __all__ = [
     "ExportError",
     "RegisteredExport",
-    "SparseConv2d",
-    "SparseLinear",
+    "KernelConv2d",
+    "KernelLinear",
     "batch_class",
     "detect_format",
     "kernel_table",

@@ -40,8 +40,9 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --write records what --bench measures: add --bench", file=sys.stderr)
         return 2
 
-    from sparsearch.export._load import read_plan
+    from sparsearch.export._load import read_plan, rebuilt_model
     from sparsearch.export._manifest import ExportError, read_manifest
+    from sparsearch.export._model_check import check_whole_model
     from sparsearch.export._plan import tune_plan
     from sparsearch.export._save import dispatch_record
     from sparsearch.export._table import kernel_table
@@ -61,7 +62,13 @@ def main(argv: list[str] | None = None) -> int:
         dtype = getattr(torch, manifest.get("dtype", "float32"))
         tune_plan(plan, device=device, dtype=dtype, batch_sizes=sizes,
                   min_run_time_s=args.min_run_time_s, rounds=2, min_speedup=1.1)
-        record = dispatch_record(plan, device=device, dtype=dtype, batch_sizes=sizes)
+        model = rebuilt_model(manifest, plan)
+        check = (check_whole_model(model, plan, device=device, dtype=dtype, batch_sizes=sizes,
+                                   min_run_time_s=args.min_run_time_s, rounds=2)
+                 if model is not None else
+                 {"skipped": "a user's own model: pass it to load(model=) to check it whole"})
+        record = dispatch_record(plan, device=device, dtype=dtype, batch_sizes=sizes,
+                                 model_check=check)
         if args.write:
             write_dispatch(args.path, manifest, device.type, record)
     except (ExportError, ValueError, RuntimeError, OSError) as err:

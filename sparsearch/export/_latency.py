@@ -14,8 +14,16 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from sparsearch.export._layers import SparseConv2d, SparseLinear
-from sparsearch.export._plan import plan_model, strip_parametrizations, swap_layers, tune_plan
+from sparsearch.export._channels import prune_channels
+from sparsearch.export._layers import KernelConv2d, KernelLinear
+from sparsearch.export._model_check import check_whole_model
+from sparsearch.export._plan import (
+    example_for,
+    plan_model,
+    strip_parametrizations,
+    swap_layers,
+    tune_plan,
+)
 from sparsearch.export._tuning import DEFAULT_BATCH_SIZES, time_ms
 
 __all__ = ["measure_latency_ms", "with_sparse_kernels"]
@@ -26,7 +34,8 @@ def with_sparse_kernels(model: nn.Module, *, example_input: torch.Tensor | None 
                         batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
                         min_run_time_s: float = 0.05, rounds: int = 2,
                         min_speedup: float = 1.1) -> nn.Module:
-    """A copy of ``model`` whose Linear/Conv2d layers run the fastest measured kernels.
+    """A copy of ``model`` whose Linear/Conv2d layers run the fastest measured kernels, and
+    whose all-zero output channels are removed where that is exact (``save`` does both).
 
     Args:
         model: any module whose pruned weights are zeros (masks may still be applied);
@@ -35,7 +44,7 @@ def with_sparse_kernels(model: nn.Module, *, example_input: torch.Tensor | None 
         device: where to measure and run (default: the model's device).
         batch_sizes: batch-size classes to measure.
         min_run_time_s: timing budget per kernel and class.
-        rounds: measurements per contending kernel (minimum kept).
+        rounds: interleaved timing rounds per contending kernel (median kept).
         min_speedup: how much faster than dense a sparse kernel must be to be chosen.
 
     Returns:
@@ -47,16 +56,23 @@ def with_sparse_kernels(model: nn.Module, *, example_input: torch.Tensor | None 
         param.device if param is not None else torch.device("cpu"))
     copied = copy.deepcopy(model)
     strip_parametrizations(copied)
+    example = example_for(copied, example_input)
+    # Channels the mask removed whole run as smaller layers, as load() would serve them.
+    copied, _ = prune_channels(copied.eval(), None if example is None else
+                               example.to(device=param.device if param is not None else device,
+                                          dtype=dtype))
     plan = plan_model(copied, example_input=example_input)
     tune_plan(plan, device=device, dtype=dtype, batch_sizes=batch_sizes,
               min_run_time_s=min_run_time_s, rounds=rounds, min_speedup=min_speedup)
     copied.to(device)
+    check_whole_model(copied, plan, device=device, dtype=dtype, batch_sizes=batch_sizes,
+                      min_run_time_s=min_run_time_s, rounds=rounds)
     swap_layers(copied, plan, device=device, dtype=dtype, batch_sizes=batch_sizes)
     return copied.eval()
 
 
 def _has_sparse_layers(model: nn.Module) -> bool:
-    return any(isinstance(m, (SparseLinear, SparseConv2d)) for m in model.modules())
+    return any(isinstance(m, (KernelLinear, KernelConv2d)) for m in model.modules())
 
 
 def measure_latency_ms(model: nn.Module, example_input: torch.Tensor, *,

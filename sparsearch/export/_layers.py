@@ -1,6 +1,6 @@
 """Inference layers that run a chosen kernel per batch-size class.
 
-``SparseLinear`` and ``SparseConv2d`` replace ``nn.Linear``/``nn.Conv2d`` in a loaded model.
+``KernelLinear`` and ``KernelConv2d`` replace ``nn.Linear``/``nn.Conv2d`` in a loaded model.
 Each holds one kernel per batch-size class (1, 32, 256 by default) and picks the class by
 the input's batch size (``x.shape[0]``): the nearest class on a log scale, so batch 6
 runs what was fastest at 32. Layers where dense won every class stay plain torch modules,
@@ -26,7 +26,7 @@ from torch.nn.utils import parametrize
 from sparsearch.export._detect import weight_from_gemm_view
 from sparsearch.kernels import Kernel, KernelUnavailable, Operands, SparseWeight, get_kernel
 
-__all__ = ["RouteUnavailable", "SparseConv2d", "SparseLinear", "batch_class", "build_layer",
+__all__ = ["KernelConv2d", "KernelLinear", "RouteUnavailable", "batch_class", "build_layer",
            "layer_geometry"]
 
 
@@ -83,7 +83,7 @@ class _KernelRoutes(nn.Module):
         return f"kernels={{{routes}}}"
 
 
-class SparseLinear(_KernelRoutes):
+class KernelLinear(_KernelRoutes):
     """``nn.Linear`` on a sparse kernel chosen per batch-size class (inference only)."""
 
     def __init__(self, in_features: int, out_features: int, *,
@@ -108,7 +108,7 @@ class SparseLinear(_KernelRoutes):
             super().extra_repr()
 
 
-class SparseConv2d(_KernelRoutes):
+class KernelConv2d(_KernelRoutes):
     """``nn.Conv2d`` (groups=1, zero padding) as a GEMM on a kernel chosen per batch class."""
 
     def __init__(self, geometry: dict[str, Any], *, layout: str,
@@ -236,7 +236,7 @@ def build_layer(geometry: dict[str, Any], weight: SparseWeight, *, layout: str,
 
     Returns:
         A plain ``nn.Linear``/``nn.Conv2d`` when every class runs dense, else a
-        ``SparseLinear``/``SparseConv2d``.
+        ``KernelLinear``/``KernelConv2d``.
 
     Raises:
         RouteUnavailable: when a kernel cannot prepare this weight here.
@@ -262,7 +262,7 @@ def build_layer(geometry: dict[str, Any], weight: SparseWeight, *, layout: str,
     routes = [None if name == "dense" else (get_kernel(name), prepared[name]) for name in kernels]
     kept = dense_weight() if "dense" in kernels else None
     if geometry["type"] == "linear":
-        return SparseLinear(geometry["in_features"], geometry["out_features"], routes=routes,
+        return KernelLinear(geometry["in_features"], geometry["out_features"], routes=routes,
                             batch_sizes=batch_sizes, bias=bias, dense_weight=kept)
-    return SparseConv2d(geometry, layout=layout, routes=routes, batch_sizes=batch_sizes,
+    return KernelConv2d(geometry, layout=layout, routes=routes, batch_sizes=batch_sizes,
                         bias=bias, dense_weight=kept)

@@ -20,8 +20,10 @@ import safetensors.torch
 import torch
 from torch import nn
 
+from sparsearch.export._channels import resize_layers
 from sparsearch.export._layers import layer_geometry
 from sparsearch.export._manifest import ExportError, file_sha256, read_manifest
+from sparsearch.export._model_check import check_whole_model
 from sparsearch.export._plan import (
     LayerPlan,
     ModelPlan,
@@ -33,7 +35,7 @@ from sparsearch.export._save import dispatch_record
 from sparsearch.export._tuning import LayerTiming, machine_fingerprint
 from sparsearch.kernels import SparseWeight
 
-__all__ = ["load", "read_plan"]
+__all__ = ["load", "read_plan", "rebuilt_model"]
 
 log = logging.getLogger("sparsearch.export")
 
@@ -70,6 +72,18 @@ def _rebuild(manifest: dict[str, Any]) -> nn.Module:
                         num_classes=build["num_classes"], **build["options"])
 
 
+def rebuilt_model(manifest: dict[str, Any], plan: ModelPlan) -> nn.Module | None:
+    """The export's architecture with its state (layers' weights not set), if sparsearch
+    built it; None for a user's own model, which only its author can rebuild."""
+    try:
+        model = _rebuild(manifest)
+    except ExportError:
+        return None
+    resize_layers(model, manifest.get("channels", {}).get("shapes", {}))
+    _load_state(model, plan)
+    return model
+
+
 def _load_state(model: nn.Module, plan: ModelPlan) -> None:
     modules = dict(model.named_modules())
     for name, layer in plan.layers.items():
@@ -98,9 +112,9 @@ def _apply_record(plan: ModelPlan, record: dict[str, Any]) -> None:
         layer.timings = [LayerTiming.from_dict(int(b), data) for b, data in per_class.items()]
 
 
-def _choose_dispatch(plan: ModelPlan, manifest: dict[str, Any], *, device: torch.device,
-                     dtype: torch.dtype, batch_sizes: Sequence[int], retune: bool,
-                     min_run_time_s: float) -> None:
+def _choose_dispatch(plan: ModelPlan, manifest: dict[str, Any], model: nn.Module, *,
+                     device: torch.device, dtype: torch.dtype, batch_sizes: Sequence[int],
+                     retune: bool, min_run_time_s: float) -> None:
     wanted = {"machine": machine_fingerprint(device), "dtype": str(dtype).removeprefix("torch."),
               "batch_sizes": sorted(batch_sizes)}
     record = manifest.get("dispatch", {}).get(device.type)
@@ -116,10 +130,15 @@ def _choose_dispatch(plan: ModelPlan, manifest: dict[str, Any], *, device: torch
                  record.get("machine"), wanted["machine"])
     tune_plan(plan, device=device, dtype=dtype, batch_sizes=batch_sizes,
               min_run_time_s=min_run_time_s, rounds=2, min_speedup=1.1)
+    # The model's swappable layers still hold their initial weights here: the dense side of
+    # the check times the right shapes, and the exported side runs the export's weights.
+    check = check_whole_model(model, plan, device=device, dtype=dtype, batch_sizes=batch_sizes,
+                              min_run_time_s=min_run_time_s, rounds=2)
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
         cache.write_text(json.dumps(dispatch_record(plan, device=device, dtype=dtype,
-                                                    batch_sizes=batch_sizes)))
+                                                    batch_sizes=batch_sizes,
+                                                    model_check=check)))
     except OSError as err:
         log.warning("sparsearch.export: could not cache the dispatch in %s (%s)", cache, err)
 
@@ -152,11 +171,12 @@ def load(path: str | Path, device: str | torch.device = "cpu", model: nn.Module 
     if model is None:
         model = _rebuild(manifest)
     strip_parametrizations(model)
+    resize_layers(model, manifest.get("channels", {}).get("shapes", {}))
     _load_state(model, plan)
     dtype = dtype or getattr(torch, manifest.get("dtype", "float32"))
     model.to(device=device, dtype=dtype)
     sizes = sorted(batch_sizes or manifest.get("batch_sizes") or (1, 32, 256))
-    _choose_dispatch(plan, manifest, device=device, dtype=dtype, batch_sizes=sizes,
+    _choose_dispatch(plan, manifest, model, device=device, dtype=dtype, batch_sizes=sizes,
                      retune=retune, min_run_time_s=min_run_time_s)
     swap_layers(model, plan, device=device, dtype=dtype, batch_sizes=sizes)
     return model.eval()

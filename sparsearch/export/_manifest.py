@@ -3,8 +3,9 @@
 The manifest says what the model is (the SubnetSpec; how to rebuild it: the
 ``sparsearch_build`` of ``create_model`` and the class name), how each swappable layer is
 stored (format, params, layout, shape, density, tensor keys, sha256), and the measured
-dispatch per device type (kernel and speedup per batch-size class, all timings, the
-machine). The weights file holds every tensor of the model's state under its
+dispatch per device type (kernel and speedup per batch-size class, all timings with their
+spread, the machine, the whole-model check), and which all-zero channels were removed as
+structure (``channels``). The weights file holds every tensor of the model's state under its
 ``state_dict`` name, except the weights of the swappable layers, which are stored as their
 format's parts under ``"{layer}.weight.{part}"``.
 """
@@ -21,7 +22,9 @@ import torch
 __all__ = ["FORMAT_VERSION", "MANIFEST", "WEIGHTS", "ExportError", "file_sha256",
            "read_manifest", "tensors_sha256"]
 
-FORMAT_VERSION = 1
+# 2: layers may be smaller than the rebuilt architecture's (``channels.shapes``), which a
+# reader of version 1 would refuse with a confusing shape mismatch instead of this version.
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 WEIGHTS = "weights.safetensors"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -15,6 +16,7 @@ import safetensors.torch
 import torch
 from torch import nn
 
+from sparsearch.export._channels import prune_channels
 from sparsearch.export._manifest import (
     FORMAT_VERSION,
     MANIFEST,
@@ -22,7 +24,14 @@ from sparsearch.export._manifest import (
     file_sha256,
     tensors_sha256,
 )
-from sparsearch.export._plan import ModelPlan, plan_model, tune_plan
+from sparsearch.export._model_check import check_whole_model
+from sparsearch.export._plan import (
+    ModelPlan,
+    example_for,
+    plan_model,
+    strip_parametrizations,
+    tune_plan,
+)
 from sparsearch.export._tuning import DEFAULT_BATCH_SIZES, machine_fingerprint
 from sparsearch.spec import SubnetSpec, parse_block
 
@@ -55,8 +64,9 @@ def _device_and_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
 
 
 def dispatch_record(plan: ModelPlan, *, device: torch.device, dtype: torch.dtype,
-                    batch_sizes: Sequence[int]) -> dict[str, Any]:
-    """The manifest's record of one device's measured dispatch."""
+                    batch_sizes: Sequence[int], model_check: dict[str, Any] | None = None
+                    ) -> dict[str, Any]:
+    """The manifest's record of one device's measured dispatch (and its whole-model check)."""
     return {
         "machine": machine_fingerprint(device),
         "dtype": str(dtype).removeprefix("torch."),
@@ -64,6 +74,7 @@ def dispatch_record(plan: ModelPlan, *, device: torch.device, dtype: torch.dtype
         "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "layers": {name: {str(t.batch_size): t.to_dict() for t in layer.timings}
                    for name, layer in plan.layers.items()},
+        "model_check": model_check or {"skipped": "not run"},
     }
 
 
@@ -126,7 +137,7 @@ def save(model: nn.Module, spec: SubnetSpec | dict[str, Any] | None, path: str |
         batch_sizes: batch-size classes to measure.
         tune: measure the dispatch now; if False, ``load`` measures it on first load.
         min_run_time_s: timing budget per kernel and class.
-        rounds: measurements per contending kernel (minimum kept).
+        rounds: interleaved timing rounds per contending kernel (median kept).
         min_speedup: how much faster than dense a sparse kernel must be to be chosen.
         overwrite: replace an existing export at ``path``.
 
@@ -140,8 +151,13 @@ def save(model: nn.Module, spec: SubnetSpec | dict[str, Any] | None, path: str |
     block_hint = None
     if spec_json and spec_json.get("pattern") == "block" and spec_json.get("block"):
         block_hint = parse_block(spec_json["block"])
-    plan = plan_model(model, example_input=example_input, block_hint=block_hint)
     model_device, dtype = _device_and_dtype(model)
+    source = copy.deepcopy(model)
+    strip_parametrizations(source)
+    example = example_for(source, example_input)
+    source, channels = prune_channels(source.eval(), None if example is None else
+                                      example.to(device=model_device, dtype=dtype))
+    plan = plan_model(source, example_input=example_input, block_hint=block_hint)
     device = torch.device(device) if device is not None else model_device
     manifest: dict[str, Any] = {
         "sparsearch_export": FORMAT_VERSION,
@@ -153,13 +169,18 @@ def save(model: nn.Module, spec: SubnetSpec | dict[str, Any] | None, path: str |
         "input_shape": list(plan.input_shape) if plan.input_shape is not None else None,
         "dtype": str(dtype).removeprefix("torch."),
         "batch_sizes": sorted(batch_sizes),
+        "channels": channels,
         "dispatch": {},
     }
     if tune:
         tune_plan(plan, device=device, dtype=dtype, batch_sizes=batch_sizes,
                   min_run_time_s=min_run_time_s, rounds=rounds, min_speedup=min_speedup)
+        check = check_whole_model(source, plan, device=device, dtype=dtype,
+                                  batch_sizes=batch_sizes, min_run_time_s=min_run_time_s,
+                                  rounds=rounds)
         manifest["dispatch"][device.type] = dispatch_record(plan, device=device, dtype=dtype,
-                                                           batch_sizes=batch_sizes)
+                                                           batch_sizes=batch_sizes,
+                                                           model_check=check)
     # Written next to the target and renamed, so a crash never leaves half an export.
     staging = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)

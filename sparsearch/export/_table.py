@@ -24,6 +24,14 @@ def _render(rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def _check_cell(entry: dict[str, Any] | None) -> str:
+    if not entry:
+        return "-"
+    if "dense_ms" not in entry:
+        return "dense"
+    return f"{entry['kept']} {entry['speedup']:.2f}x"
+
+
 def kernel_table(manifest: dict[str, Any], record: dict[str, Any] | None = None) -> str:
     """Renders the dispatch of an export as a text table.
 
@@ -47,6 +55,11 @@ def kernel_table(manifest: dict[str, Any], record: dict[str, Any] | None = None)
             cells.append(f"{entry['kernel']} {entry['speedup']:.2f}x" if entry else "-")
         rows.append([name, "x".join(str(d) for d in info["shape"]), format_label(info),
                      f"{info['density']:.3f}", *cells])
+    check = record.get("model_check", {}) if record else {}
+    if check and "skipped" not in check:
+        # The whole model against dense, after dispatch: what a caller actually gets.
+        rows.append(["(whole model)", "", "", "",
+                     *[_check_cell(check.get(str(b))) for b in sizes]])
     title = ""
     if record:
         machine = record["machine"]

@@ -5,13 +5,18 @@ shape, is checked against dense (max error relative to the output's scale), and 
 against dense in the same process with ``torch.utils.benchmark.Timer``. A sparse kernel
 replaces dense only when it is at least ``min_speedup`` times faster, so timing noise
 cannot make an exported model slower than dense. Kernels several times slower than dense
-in one call are not timed further; the others are timed ``rounds`` times and the minimum
-kept, the estimate least disturbed by other processes.
+in one call are not timed further. The others are timed interleaved with dense (one short
+block each, in turn, ``3 * rounds`` times), so a burst of load from other processes hits
+dense and the kernels alike, and the median of each kernel's blocks is kept with its
+spread. When the load average says the machine was busier than its cores while timing,
+the class is timed again and the quieter measurement kept.
 """
 
 from __future__ import annotations
 
+import os
 import platform
+import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +27,7 @@ from torch import nn
 from sparsearch.export._layers import build_layer
 from sparsearch.kernels import KernelUnavailable, SparseWeight, get_kernel, kernels_for
 
-__all__ = ["LayerTiming", "machine_fingerprint", "time_ms", "tune_layer"]
+__all__ = ["LayerTiming", "machine_fingerprint", "time_interleaved", "time_ms", "tune_layer"]
 
 DEFAULT_BATCH_SIZES = (1, 32, 256)
 # Error allowed against dense, relative to the largest |output| (fp32 and half).
@@ -32,6 +37,10 @@ _HALF_TOLERANCE = 1e-2
 _SCREEN_FACTOR = 3.0
 # Slowdown a dense class may take from routing before the whole layer stays dense.
 _ROUTING_TOLERANCE = 0.03
+# Interleaved timing blocks per kernel and round (their median is the kernel's time).
+_BLOCKS_PER_ROUND = 3
+# Extra measurements of a class timed while the machine was busy (load average > cores).
+_BUSY_RETRIES = 1
 
 
 @dataclass
@@ -44,6 +53,10 @@ class LayerTiming:
         speedup: dense time / chosen time (1.0 when dense is kept).
         times_ms: median milliseconds per kernel, dense included.
         rejected: kernels that could not run here or gave wrong numbers, with why.
+        spread_ms: the fastest and slowest timing block per kernel (interleaved ones only).
+        load_avg: the 1-minute load average when the class was timed.
+        shared_with: the layer whose measurement this one reuses (same shape, format and
+            density), or None when measured itself.
     """
 
     batch_size: int
@@ -51,16 +64,29 @@ class LayerTiming:
     speedup: float
     times_ms: dict[str, float]
     rejected: dict[str, str] = field(default_factory=dict)
+    spread_ms: dict[str, tuple[float, float]] = field(default_factory=dict)
+    load_avg: float | None = None
+    shared_with: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kernel": self.kernel, "speedup": round(self.speedup, 4),
-                "times_ms": {k: round(v, 6) for k, v in self.times_ms.items()},
-                "rejected": self.rejected}
+        data: dict[str, Any] = {
+            "kernel": self.kernel, "speedup": round(self.speedup, 4),
+            "times_ms": {k: round(v, 6) for k, v in self.times_ms.items()},
+            "spread_ms": {k: [round(lo, 6), round(hi, 6)] for k, (lo, hi) in
+                          self.spread_ms.items()},
+            "rejected": self.rejected}
+        if self.load_avg is not None:
+            data["load_avg"] = round(self.load_avg, 2)
+        if self.shared_with is not None:
+            data["shared_with"] = self.shared_with
+        return data
 
     @classmethod
     def from_dict(cls, batch_size: int, data: dict[str, Any]) -> LayerTiming:
+        spread = {k: (float(lo), float(hi)) for k, (lo, hi) in data.get("spread_ms", {}).items()}
         return cls(batch_size, data["kernel"], float(data["speedup"]),
-                   dict(data.get("times_ms", {})), dict(data.get("rejected", {})))
+                   dict(data.get("times_ms", {})), dict(data.get("rejected", {})), spread,
+                   data.get("load_avg"), data.get("shared_with"))
 
 
 def machine_fingerprint(device: torch.device | str) -> dict[str, Any]:
@@ -109,6 +135,43 @@ def time_ms(module: nn.Module, x: torch.Tensor, *, min_run_time_s: float,
     return sorted(samples)[len(samples) // 2] * 1e3
 
 
+def time_interleaved(modules: dict[str, Callable[[torch.Tensor], Any]], x: torch.Tensor, *,
+                     min_run_time_s: float, rounds: int,
+                     threads: int | None = None) -> dict[str, list[float]]:
+    """Milliseconds per call of each module, timed in turn: ``3 * rounds`` blocks each.
+
+    Each module's block is sized from a warm call to about ``min_run_time_s / 3``, so all
+    of them, dense included, sample the same stretch of the machine's load.
+
+    Returns:
+        The blocks' per-call milliseconds, per module name.
+    """
+    from torch.utils.benchmark import Timer  # imports cpp_extension: slow, so only here
+
+    threads = threads or torch.get_num_threads()
+    timers = {name: Timer("module(x)", globals={"module": module, "x": x}, num_threads=threads)
+              for name, module in modules.items()}
+    numbers: dict[str, int] = {}
+    samples: dict[str, list[float]] = {name: [] for name in modules}
+    with torch.no_grad():
+        for name, timer in timers.items():
+            timer.timeit(1)
+            once_s = max(timer.timeit(1).median, 1e-7)
+            numbers[name] = max(1, int(min_run_time_s / _BLOCKS_PER_ROUND / once_s))
+        for _ in range(_BLOCKS_PER_ROUND * max(1, rounds)):
+            for name, timer in timers.items():
+                samples[name].append(timer.timeit(numbers[name]).median * 1e3)
+    return samples
+
+
+def machine_busy(device: torch.device) -> float | None:
+    """The 1-minute load average when it exceeds the cores (CPU timing only), else None."""
+    if device.type != "cpu" or not hasattr(os, "getloadavg"):
+        return None
+    load = os.getloadavg()[0]
+    return load if load > (os.cpu_count() or 1) else None
+
+
 def _single_call_ms(module: nn.Module, x: torch.Tensor) -> float:
     """One timed call (after the caller's warm-up), to screen out hopeless kernels."""
     from torch.utils.benchmark import Timer
@@ -144,8 +207,8 @@ def tune_layer(geometry: dict[str, Any], weight: SparseWeight, *, layout: str,
         batch_sizes: the batch-size classes to time.
         device: where to time.
         dtype: the floating-point dtype to run in.
-        min_run_time_s: timing budget per measurement.
-        rounds: measurements per contending kernel; the minimum is kept.
+        min_run_time_s: timing budget per kernel and interleaved round.
+        rounds: interleaved rounds (each ``3`` timing blocks per contending kernel).
         min_speedup: how much faster than dense a sparse kernel must be to be chosen.
         seed: seed of the random inputs.
     """
@@ -193,32 +256,46 @@ def tune_layer(geometry: dict[str, Any], weight: SparseWeight, *, layout: str,
                     class_rejected[name] = f"relative error {err:.2e} > {tolerance:.0e}"
                 else:
                     runnable[name] = module
-        times = {"dense": time_ms(dense, x, min_run_time_s=min_run_time_s)}
-        finalists = ["dense"]
-        for name, module in runnable.items():
-            if name == "dense":
-                continue
-            # A kernel several times slower than dense in one call cannot win: note that
-            # call and spare the full measurement (large batches of slow kernels add up).
-            quick = _single_call_ms(module, x)
-            if quick > _SCREEN_FACTOR * times["dense"]:
-                times[name] = quick
-            else:
-                times[name] = time_ms(module, x, min_run_time_s=min_run_time_s)
-                finalists.append(name)
-        for _ in range(max(1, rounds) - 1):
-            for name in finalists:
-                t = time_ms(runnable[name], x, min_run_time_s=min_run_time_s)
-                times[name] = min(t, times[name])
+        times, spread, load = _time_class(runnable, x, device=device,
+                                          min_run_time_s=min_run_time_s, rounds=rounds)
         best = min(times, key=times.__getitem__)
         if best != "dense" and times["dense"] / times[best] < min_speedup:
             best = "dense"
         results.append(LayerTiming(batch, best, times["dense"] / times[best], times,
-                                   {**serving_skipped, **class_rejected}))
+                                   {**serving_skipped, **class_rejected}, spread, load))
     _keep_dense_classes_whole(results, dense, inputs, min_run_time_s=min_run_time_s,
                               build=lambda kernels: build_layer(geometry, weight,
                                                                 kernels=kernels, **common))
     return results
+
+
+def _time_class(runnable: dict[str, nn.Module], x: torch.Tensor, *, device: torch.device,
+                min_run_time_s: float, rounds: int
+                ) -> tuple[dict[str, float], dict[str, tuple[float, float]], float]:
+    """Median times, spreads and the load average of one batch class's contenders.
+
+    A kernel several times slower than dense in one call cannot win: that call is its
+    time, and it is spared the interleaved blocks (large batches of slow kernels add up).
+    """
+    dense_once = _single_call_ms(runnable["dense"], x)
+    screened = {name: _single_call_ms(module, x) for name, module in runnable.items()
+                if name != "dense"}
+    finalists = {"dense": runnable["dense"]}
+    finalists.update({name: runnable[name] for name, quick in screened.items()
+                      if quick <= _SCREEN_FACTOR * dense_once})
+    best: tuple[dict[str, list[float]], float] | None = None
+    for _ in range(1 + _BUSY_RETRIES):
+        samples = time_interleaved(finalists, x, min_run_time_s=min_run_time_s, rounds=rounds)
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+        if best is None or load < best[1]:
+            best = (samples, load)
+        if machine_busy(device) is None:
+            break
+    samples, load = best
+    times = {name: screened[name] for name in screened if name not in finalists}
+    times.update({name: statistics.median(blocks) for name, blocks in samples.items()})
+    spread = {name: (min(blocks), max(blocks)) for name, blocks in samples.items()}
+    return times, spread, load
 
 
 def _keep_dense_classes_whole(results: list[LayerTiming], dense: nn.Module,
@@ -237,9 +314,9 @@ def _keep_dense_classes_whole(results: list[LayerTiming], dense: nn.Module,
     for r in results:
         if r.kernel != "dense":
             continue
-        x = inputs[r.batch_size]
-        plain_ms = time_ms(dense, x, min_run_time_s=min_run_time_s)
-        routed_ms = time_ms(routed, x, min_run_time_s=min_run_time_s)
+        samples = time_interleaved({"plain": dense, "routed": routed}, inputs[r.batch_size],
+                                   min_run_time_s=min_run_time_s, rounds=1)
+        plain_ms, routed_ms = statistics.median(samples["plain"]), statistics.median(samples["routed"])
         if routed_ms > plain_ms * (1 + _ROUTING_TOLERANCE):
             reason = (f"kept dense: routing would cost batch {r.batch_size} "
                       f"{routed_ms / plain_ms - 1:.0%} over plain dense")

@@ -1,9 +1,11 @@
-"""DASS's sparse ops, DARTS's mixed op and primitives, and the two supernets.
+"""DASS's sparse ops, DARTS's mixed op and primitives, and the supernets.
 
 - ``SparseLinear`` / ``SparseConv2d``: learned top-k score masks with a straight-through
   gradient and HYDRA's scaled score init (DASS, arXiv 2207.06968; HYDRA, arXiv 2002.10509).
 - ``MixedOp`` and the 8 DARTS primitives (arXiv 1806.09055), as a registry.
 - ``MacroSupernet``: each prunable layer of a fixed backbone chooses its (pattern, sparsity).
+- ``SpaceSupernet``: every layer shares one choice over the space's (pattern, allocation,
+  sparsity) points.
 - ``CellSupernet``: DARTS normal and reduction cells with every parametric op sparse;
   ``CellNetwork`` (model ``darts_cell``) is the network a genotype derives.
 """
@@ -13,6 +15,7 @@ from sparsearch.ops.macro import MacroSupernet
 from sparsearch.ops.masks import Candidate, MaskCache, mixed_mask, scaled_score_init
 from sparsearch.ops.mixed import MixedOp
 from sparsearch.ops.primitives import create_primitive, list_primitives, register_primitive
+from sparsearch.ops.space import SpaceSupernet
 from sparsearch.ops.sparse import (
     MaskChoice,
     SparseConv2d,
@@ -29,6 +32,7 @@ __all__ = [
     "CellNetwork",
     "CellSupernet",
     "MacroSupernet",
+    "SpaceSupernet",
     "MaskCache",
     "MaskChoice",
     "MixedOp",

@@ -164,6 +164,9 @@ class CellSupernet(Supernet):
         edges = [f"{kind}:{e}" for kind in ("normal", "reduce") for e in range(n_edges())]
         return [*edges, "sparsity"]
 
+    def sparsity_decisions(self) -> list[str]:
+        return ["sparsity"]  # the edges choose operations, not sparsity levels
+
     def labels(self, decision: str) -> list[str]:
         if decision == "sparsity":
             return [f"unstructured @{s:.4g}" for s in self.sparsities]

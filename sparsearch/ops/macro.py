@@ -71,6 +71,9 @@ class MacroSupernet(Supernet):
     def decisions(self) -> list[str]:
         return list(self.layer_names)
 
+    def sparsity_decisions(self) -> list[str]:
+        return list(self.layer_names)  # every layer's decision is a sparse op
+
     def labels(self, decision: str) -> list[str]:
         return [c.label for c in self.choices[decision].candidates]
 

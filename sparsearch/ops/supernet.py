@@ -56,6 +56,10 @@ class Supernet(nn.Module, ABC):
         """The cost (dense = 1) of the sparsest subnet this supernet can derive."""
 
     @abstractmethod
+    def sparsity_decisions(self) -> list[str]:
+        """The decisions among sparsity levels (whose candidates differ in cost)."""
+
+    @abstractmethod
     def _mask_choices(self) -> list[Any]:
         """The MaskChoice objects of the sparse layers."""
 

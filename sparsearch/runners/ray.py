@@ -46,6 +46,12 @@ from sparsearch.runners.tune_searcher import (
     StrategySearcher,
     encode,
 )
+from sparsearch.schedulers._ray import (
+    RungScheduler,
+    forward_epoch,
+    register_hook,
+    unregister_hook,
+)
 from sparsearch.search.work import WorkEnv, Worker, work_env
 
 if TYPE_CHECKING:
@@ -60,8 +66,12 @@ log = logging.getLogger("sparsearch")
 SESSION_FILE = "tune_session.json"
 
 
-def execute_unit(config: dict[str, Any], env: WorkEnv) -> None:
-    """The Tune trainable: one unit on this worker, its value reported with its node id."""
+def execute_unit(config: dict[str, Any], env: WorkEnv, per_epoch: bool) -> None:
+    """The Tune trainable: one unit on this worker, its value reported with its node id.
+
+    With ``per_epoch`` (a scheduler is on) a trial also reports every epoch to Tune, whose
+    scheduler may stop it there (``sparsearch.schedulers._ray``).
+    """
     from ray import tune
 
     from sparsearch.evaluate import TrialResult
@@ -70,7 +80,7 @@ def execute_unit(config: dict[str, Any], env: WorkEnv) -> None:
     env = worker_env(env, unit.key)
     node = node_id()
     worker = Worker(env=env, tracker=worker_tracker(env.tracking_uri, env.experiment),
-                    node_id=node)
+                    node_id=node, on_report=forward_epoch if per_epoch else None)
     try:
         value, error = unit.execute(worker), ""
     except Exception as err:
@@ -139,7 +149,8 @@ class RayRunner(Runner):
             trainable,
             tune_config=tune.TuneConfig(search_alg=StrategySearcher(self.setup.search_key),
                                         num_samples=-1, reuse_actors=True,
-                                        trial_dirname_creator=trial_dirname),
+                                        trial_dirname_creator=trial_dirname,
+                                        scheduler=RungScheduler(self.setup.search_key)),
             run_config=tune.RunConfig(
                 name=name, storage_path=storage_path, verbose=0,
                 failure_config=tune.FailureConfig(
@@ -182,6 +193,7 @@ class RayRunner(Runner):
                                  max_failures=runner.max_failures, session_file=session_file,
                                  experiment_path=experiment_path)
             SESSIONS[setup.search_key] = session
+            register_hook(setup.search_key, self.on_report)
             session.write_state(finished=False)
             # Tune keeps one trial pending at a time for a custom searcher, so each worker
             # would start only once the previous one runs; let every slot start at once.
@@ -189,8 +201,9 @@ class RayRunner(Runner):
                 os.environ["TUNE_MAX_PENDING_TRIALS_PG"] = str(n_slots)
                 set_env.append("TUNE_MAX_PENDING_TRIALS_PG")
             env = work_env(setup, self.parent_run_id)
-            trainable = tune.with_resources(tune.with_parameters(execute_unit, env=env),
-                                            resources)
+            trainable = tune.with_resources(
+                tune.with_parameters(execute_unit, env=env,
+                                     per_epoch=self.on_report is not None), resources)
             self._tuner(trainable=trainable, experiment_path=experiment_path,
                         restore=restore).fit()
             if not session.finished:
@@ -200,5 +213,6 @@ class RayRunner(Runner):
             for name in set_env:
                 os.environ.pop(name, None)
             SESSIONS.pop(setup.search_key, None)
+            unregister_hook(setup.search_key)
             if started_ray:
                 ray.shutdown()

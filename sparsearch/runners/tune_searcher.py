@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 from ray.tune.search import Searcher
 
 from sparsearch import mlflow_keys as keys
+from sparsearch.schedulers._ray import stopped_result
+from sparsearch.search.trial import record_stopped_trial
 from sparsearch.search.work import Finished
 
 if TYPE_CHECKING:
@@ -108,11 +110,20 @@ class StrategySearcher(Searcher):
         if unit is None:
             return
         status = (result or {}).get(STATUS)
-        if status is None and not error:
+        stopped = stopped_result(self._session_key, trial_id, result)
+        if stopped is not None:
+            # The scheduler stopped the trial: Tune ended its worker before it could record
+            # itself, so it is recorded here, as the worker would have.
+            strategy = session.strategy
+            record_stopped_trial(strategy.tracker, run_dir=strategy.setup.run_dir,
+                                 search_key=strategy.setup.search_key, key=unit.key,
+                                 number=unit.number, result=stopped[0], series=stopped[1])
+            done = Finished(unit, value=stopped[0])
+        elif status is None and not error:
             # Stopped without a result (the search was interrupted): the study keeps it
             # RUNNING, and the next run fails it as stale and runs it again.
             return
-        if status is None:
+        elif status is None:
             done = Finished(unit, error=f"its Ray worker died {session.max_failures + 1} "
                                         f"time(s)")
         else:

@@ -47,6 +47,10 @@ def search_fingerprint(cfg: SparsearchConfig, *, space_path: Path, model: dict[s
         strategy["population_size"] = cfg.search.population_size
     elif cfg.search.strategy == "dass":
         strategy["dass"] = asdict(cfg.search.dass)
+    if cfg.search.scheduler != "none":
+        # Which trials a scheduler stops is part of what the study holds.
+        strategy["scheduler"] = {"name": cfg.search.scheduler, "eta": cfg.search.eta,
+                                 "min_epochs": cfg.search.min_epochs}
     return {
         # Only the content counts: the same file reached by another path is the same space.
         "space": {"sha256": hashlib.sha256(space_path.read_bytes()).hexdigest()},

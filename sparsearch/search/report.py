@@ -17,8 +17,8 @@ from sparsearch.pareto import hypervolume, pareto_front
 from sparsearch.search.setup import SearchSetup
 from sparsearch.search.study import trial_key
 
-__all__ = ["FrontEntry", "SearchReport", "default_reference", "describe_search",
-           "finalize_search"]
+__all__ = ["EarlyStopping", "FrontEntry", "SearchReport", "default_reference",
+           "describe_search", "early_stopping", "finalize_search"]
 
 
 @dataclass
@@ -46,6 +46,7 @@ class SearchReport:
     paths: dict[str, str] = field(default_factory=dict)
     wall_s: float = 0.0
     search_s: float = 0.0
+    early_stopping: EarlyStopping | None = None
     # Where the MLflow UI shows the search's parent run.
     run_url: str = ""
 
@@ -58,7 +59,48 @@ class SearchReport:
             "n_failed": self.n_failed,
             "dense": self.dense,
             "front": [entry.__dict__ for entry in self.front],
+            **({"early_stopping": self.early_stopping.__dict__} if self.early_stopping else {}),
         }
+
+
+@dataclass
+class EarlyStopping:
+    """What the scheduler stopped: trials per rung epoch and the epochs that saved."""
+
+    stopped_at: dict[int, int]
+    epochs_saved: int
+    epochs_trained: int
+
+    @property
+    def n_pruned(self) -> int:
+        return sum(self.stopped_at.values())
+
+    @property
+    def fraction_saved(self) -> float:
+        total = self.epochs_saved + self.epochs_trained
+        return self.epochs_saved / total if total else 0.0
+
+    def summary(self) -> str:
+        rungs = ", ".join(f"{n} at epoch {e}" for e, n in sorted(self.stopped_at.items()))
+        return (f"early stopping: {self.n_pruned} trial(s) stopped ({rungs or 'none'}); "
+                f"{self.epochs_saved} of {self.epochs_saved + self.epochs_trained} epochs "
+                f"saved ({self.fraction_saved:.0%})")
+
+
+def early_stopping(finished: list[Any]) -> EarlyStopping:
+    """Counts stopped trials per rung and epochs saved, from finished trials' metrics."""
+    stopped_at: dict[int, int] = {}
+    saved = trained = 0
+    for trial in finished:
+        metrics = trial.user_attrs.get("sparsearch.metrics", {})
+        if "stopped_at_epoch" in metrics:
+            epoch = int(metrics["stopped_at_epoch"])
+            stopped_at[epoch] = stopped_at.get(epoch, 0) + 1
+            saved += int(metrics["max_epochs"]) - epoch
+            trained += epoch
+        else:
+            trained += int(metrics.get("epochs", 0))
+    return EarlyStopping(stopped_at=stopped_at, epochs_saved=saved, epochs_trained=trained)
 
 
 def default_reference(metric: str, dense: dict[str, float], num_classes: int) -> float:
@@ -89,7 +131,7 @@ def dense_baseline(setup: SearchSetup) -> dict[str, float]:
 
 
 def _plot(path: Path, setup: SearchSetup, points: list[list[float]], front: list[int],
-          dense: dict[str, float]) -> None:
+          dense: dict[str, float], *, stopped: list[list[float]]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -99,6 +141,10 @@ def _plot(path: Path, setup: SearchSetup, points: list[list[float]], front: list
     fig, ax = plt.subplots(figsize=(6, 4.2), dpi=110)
     ax.scatter([p[1] for p in points], [p[0] for p in points], s=14, c="#9aa5b1",
                label="trials")
+    if stopped:
+        # Measured at the rung they stopped at, not after full training: not comparable.
+        ax.scatter([p[1] for p in stopped], [p[0] for p in stopped], s=14, marker="x",
+                   c="#e0a458", alpha=0.7, label="stopped early (at their rung)")
     fp = sorted((points[i] for i in front), key=lambda p: p[1])
     ax.plot([p[1] for p in fp], [p[0] for p in fp], "o-", c="#d1495b", ms=5,
             label="Pareto front")
@@ -106,7 +152,9 @@ def _plot(path: Path, setup: SearchSetup, points: list[list[float]], front: list
         ax.scatter([dense[mx]], [dense[my]], marker="*", s=120, c="#00798c", label="dense")
     ax.set_xlabel(f"{mx} ({dx})")
     ax.set_ylabel(f"{my} ({dy})")
-    ax.set_title(f"{setup.cfg.name}: {setup.cfg.search.strategy}")
+    scheduler = setup.cfg.search.scheduler
+    ax.set_title(f"{setup.cfg.name}: {setup.cfg.search.strategy}"
+                 + (f" + {scheduler}" if scheduler != "none" else ""))
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
@@ -125,6 +173,7 @@ def finalize_search(setup: SearchSetup, study: Any, *, tracker: Any, parent_run_
 
     trials = study.get_trials(deepcopy=False)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    pruned = [t for t in trials if t.state == TrialState.PRUNED]
     n_failed = sum(1 for t in trials if t.state == TrialState.FAIL
                    and not t.user_attrs.get(STALE))
     points = [list(t.values) for t in complete]
@@ -173,18 +222,28 @@ def finalize_search(setup: SearchSetup, study: Any, *, tracker: Any, parent_run_
     report = SearchReport(objectives=setup.objectives, reference=reference, hypervolume=volume,
                           front=entries, n_complete=len(complete), n_failed=n_failed,
                           dense=dense)
+    if setup.cfg.search.scheduler != "none":
+        report.early_stopping = early_stopping(complete + pruned)
     json_path = setup.run_dir / "pareto.json"
     json_path.write_text(json.dumps(report.to_dict(), indent=1))
     report.paths["pareto.json"] = str(json_path)
     tracker.log_artifact(parent_run_id, json_path)
     if len(setup.objectives) >= 2 and points:
         png = setup.run_dir / "pareto.png"
-        _plot(png, setup, points, front, dense)
+        stopped = [[t.user_attrs["sparsearch.metrics"].get(m, math.nan)
+                    for m, _ in setup.objectives] for t in pruned]
+        _plot(png, setup, points, front, dense,
+              stopped=[p for p in stopped if all(math.isfinite(v) for v in p[:2])])
         tracker.log_artifact(parent_run_id, png)
         report.paths["pareto.png"] = str(png)
+    stopping = report.early_stopping
     tracker.log_metrics(parent_run_id, {
         "hypervolume": volume, "n_complete": len(complete), "n_failed": n_failed,
-        **{f"dense_{k}": v for k, v in dense.items()}})
+        **{f"dense_{k}": v for k, v in dense.items()},
+        **({"n_pruned": stopping.n_pruned, "epochs_saved": stopping.epochs_saved,
+            "epochs_trained": stopping.epochs_trained,
+            **{f"pruned_at_epoch_{e}": n for e, n in stopping.stopped_at.items()}}
+           if stopping else {})})
     data = setup.ctx.data
     root = setup.cfg.data.root
     tracker.log_dataset(parent_run_id, name=data.name, splits={
@@ -220,7 +279,9 @@ def describe_search(setup: SearchSetup, report: SearchReport, *, runs: dict[int,
         f"Hypervolume **{report.hypervolume:.4f}** (reference "
         f"{', '.join(f'{m} {r:g}' for m, r in zip(metrics, report.reference, strict=True))}) "
         f"of `{cfg.search.strategy}` search **{cfg.name}**; budget {budget}: "
-        f"{report.n_complete} complete, {report.n_failed} failed.",
+        f"{report.n_complete} complete, {report.n_failed} failed"
+        + (f", {report.early_stopping.n_pruned} stopped early by `{cfg.search.scheduler}`."
+           if report.early_stopping else "."),
         "",
         "| " + " | ".join(columns) + " |",
         "|" + "---|" * len(columns),

@@ -133,6 +133,9 @@ class SamplerStrategy(Strategy):
         objectives = self.setup.objectives
         if result.status == "complete" and all(m in result.metrics for m, _ in objectives):
             self.study.tell(trial, [float(result.metrics[m]) for m, _ in objectives])
+        elif result.status == "pruned":
+            # Stopped at a rung by search.scheduler: the sampler sees it as pruned.
+            self.study.tell(trial, state=TrialState.PRUNED)
         else:
             trial.set_user_attr(keys.FAIL_REASON, result.reason or "objective metric missing")
             self.study.tell(trial, state=TrialState.FAIL)

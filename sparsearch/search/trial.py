@@ -8,9 +8,11 @@ result and the trained weights (masked weights stored as exact zeros).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,8 +25,11 @@ if TYPE_CHECKING:
     from sparsearch.search.work import Worker
     from sparsearch.tracking import Tracker
 
-__all__ = ["TrialJob", "TrialUnit", "TrialWriteError", "load_trial_model", "run_trial",
-           "trial_dir"]
+__all__ = ["TrialJob", "TrialReport", "TrialUnit", "TrialWriteError", "load_trial_model",
+           "record_stopped_trial", "run_trial", "trial_dir"]
+
+# report(epoch, metrics, series so far) -> True to stop the trial there (see ``evaluate``).
+TrialReport = Callable[[int, dict[str, float], list[tuple[str, float, int]]], bool]
 
 
 @dataclass(frozen=True)
@@ -96,7 +101,10 @@ class TrialUnit:
 
     def execute(self, worker: Worker) -> TrialResult:
         # Multi-fidelity seam (search/work.py): per-epoch reports go to worker.report.
-        return run_trial(self.job(worker), tracker=worker.tracker)
+        report = (None if worker.on_report is None
+                  else lambda epoch, metrics, series: worker.report(self.key, epoch, metrics,
+                                                                   series))
+        return run_trial(self.job(worker), tracker=worker.tracker, report=report)
 
 
 def trial_dir(run_dir: str | Path, key: int) -> Path:
@@ -144,12 +152,59 @@ def load_trial_model(job_ctx: EvalContext, run_dir: str | Path, key: int) -> Any
     return model
 
 
-def run_trial(job: TrialJob, *, tracker: Tracker | None = None) -> TrialResult:
+# MLflow has no "pruned" run status; KILLED is its word for a run stopped before its end.
+RUN_STATUS = {"complete": "FINISHED", "pruned": "KILLED", "failed": "FAILED"}
+
+
+@contextlib.contextmanager
+def _trial_files(tracker: Tracker, run_id: str, *, key: int, number: int, folder: Path,
+                 series: list[tuple[str, float, int]]) -> Iterator[None]:
+    """Writes of a trial's files: one that fails (a full disk) fails the trial's run with
+    the reason and raises ``TrialWriteError``, which stops the search."""
+    try:
+        yield
+    except OSError as err:
+        reason = f"cannot write {folder} ({err.strerror or err})"
+        tracker.record(run_id, metrics={}, series=series, tags={
+            keys.STATUS: "failed", keys.OPTUNA_NUMBER: number, keys.FAIL_REASON: reason})
+        tracker.end_run(run_id, "FAILED")
+        raise TrialWriteError(f"trial {key}: {reason}") from None
+
+
+def _record(tracker: Tracker, run_id: str, *, folder: Path, number: int, result: TrialResult,
+            series: list[tuple[str, float, int]]) -> None:
+    """result.json, then the run's metrics, series and tags, and its end status."""
+    # Written last of a trial's files: a trial folder with result.json is a finished trial.
+    _write_atomic(folder / "result.json",
+                  lambda tmp: tmp.write_text(json.dumps(result.to_dict(), indent=1)))
+    tracker.record(run_id, metrics=result.metrics, series=series, tags={
+        keys.STATUS: result.status, keys.OPTUNA_NUMBER: number,
+        **({keys.FAIL_REASON: result.reason}
+           if result.reason and result.status == "failed" else {}),
+        **({keys.STOPPED_AT_EPOCH: int(result.metrics["stopped_at_epoch"])}
+           if result.status == "pruned" else {})})
+    tracker.end_run(run_id, RUN_STATUS[result.status])
+
+
+def record_stopped_trial(tracker: Tracker, *, run_dir: str | Path, search_key: str, key: int,
+                         number: int, result: TrialResult,
+                         series: list[tuple[str, float, int]]) -> None:
+    """Records a trial a scheduler stopped on a Ray worker, where it could not (see ray runner)."""
+    folder = trial_dir(run_dir, key)
+    folder.mkdir(parents=True, exist_ok=True)
+    run_id = tracker.trial_runs(search_key)[key]
+    _record(tracker, run_id, folder=folder, number=number, result=result, series=series)
+
+
+def run_trial(job: TrialJob, *, tracker: Tracker | None = None,
+              report: TrialReport | None = None) -> TrialResult:
     """Evaluates ``job.spec`` and records it; returns the TrialResult.
 
     Args:
         job: the trial.
         tracker: an open ``sparsearch.tracking.Tracker`` (one is opened when None).
+        report: the scheduler's per-epoch hook (see ``evaluate``); a trial it stops is
+            recorded pruned, with no weights (it is never exported).
     """
     from sparsearch.evaluate import evaluate
     from sparsearch.tracking import Tracker
@@ -159,30 +214,23 @@ def run_trial(job: TrialJob, *, tracker: Tracker | None = None) -> TrialResult:
                                trial_key=job.key, run_name=f"trial-{job.key:04d}",
                                tags={keys.SPEC: job.spec.to_json()})
     tracker.log_params(run_id, {**job.spec.flat_params(), **job.extra_params})
+    folder = trial_dir(job.run_dir, job.key)
+    with _trial_files(tracker, run_id, key=job.key, number=job.number, folder=folder,
+                      series=[]):
+        folder.mkdir(parents=True, exist_ok=True)
+        # Written first: a trial stopped on a Ray worker is recorded by the driver from here on.
+        _write_atomic(folder / "spec.json", lambda tmp: tmp.write_text(job.spec.to_json()))
     series: list[tuple[str, float, int]] = []
     try:
-        result, model = evaluate(job.spec, job.ctx,
-                                 log_metric=lambda k, v, s: series.append((k, v, s)))
+        result, model = evaluate(
+            job.spec, job.ctx, log_metric=lambda k, v, s: series.append((k, v, s)),
+            report=None if report is None else lambda e, m: report(e, m, list(series)))
     except Exception as err:
         # A crash inside one trial is that trial's failure, not the search's.
         result, model = TrialResult("failed", {}, f"{type(err).__name__}: {err}"), None
-    folder = trial_dir(job.run_dir, job.key)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        _write_atomic(folder / "spec.json", lambda tmp: tmp.write_text(job.spec.to_json()))
+    with _trial_files(tracker, run_id, key=job.key, number=job.number, folder=folder,
+                      series=series):
         if model is not None:
             _write_atomic(folder / "weights.safetensors", lambda tmp: _save_weights(model, tmp))
-        # Written last: a trial folder with result.json is a finished trial.
-        _write_atomic(folder / "result.json",
-                      lambda tmp: tmp.write_text(json.dumps(result.to_dict(), indent=1)))
-    except OSError as err:
-        reason = f"cannot write {folder} ({err.strerror or err})"
-        tracker.record(run_id, metrics={}, series=series, tags={
-            keys.STATUS: "failed", keys.OPTUNA_NUMBER: job.number, keys.FAIL_REASON: reason})
-        tracker.end_run(run_id, "FAILED")
-        raise TrialWriteError(f"trial {job.key}: {reason}") from None
-    tracker.record(run_id, metrics=result.metrics, series=series, tags={
-        keys.STATUS: result.status, keys.OPTUNA_NUMBER: job.number,
-        **({keys.FAIL_REASON: result.reason} if result.reason else {})})
-    tracker.end_run(run_id, "FINISHED" if result.status == "complete" else "FAILED")
+        _record(tracker, run_id, folder=folder, number=job.number, result=result, series=series)
     return result

@@ -8,10 +8,10 @@ shares (the data, the model options, where to record) travels once as the ``Work
 
 Multi-fidelity seam: a unit that trains reports each epoch through ``Worker.report``,
 which returns True when the trial should stop now. Runners build the ``Worker`` and so
-decide what a report does: the local runner asks ``Worker.on_report`` (a callback a
-scheduler installs; by default none, so nothing stops), a Ray runner may forward it to its
-scheduler's adapter. A scheduler hooks in by setting ``on_report`` on the workers a
-runner makes (``Runner.on_report``), and nowhere else.
+decide what a report does: the local runner asks ``Worker.on_report`` (the hook of
+``search.scheduler``, installed by ``app.run_one`` as ``Runner.on_report``; none: nothing
+stops), the Ray runner forwards each report to Tune, whose scheduler asks the same hook in
+the driver (``sparsearch.schedulers._ray``).
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Finished", "ReportHook", "Unit", "WorkEnv", "Worker", "absolute_uri", "work_env"]
 
-# (unit key, epoch, metrics so far) -> stop now?
-ReportHook = Callable[[int, int, dict[str, float]], bool]
+# (unit key, epoch, metrics at that epoch, metric series so far) -> stop now?
+ReportHook = Callable[[int, int, dict[str, float], list[tuple[str, float, int]]], bool]
 
 
 @dataclass(frozen=True)
@@ -72,9 +72,10 @@ class Worker:
     node_id: str | None = None
     on_report: ReportHook | None = None
 
-    def report(self, key: int, epoch: int, metrics: dict[str, float]) -> bool:
+    def report(self, key: int, epoch: int, metrics: dict[str, float],
+               series: list[tuple[str, float, int]]) -> bool:
         """Reports a trial's epoch; True when the trial should stop (a scheduler said so)."""
-        return bool(self.on_report and self.on_report(key, epoch, metrics))
+        return bool(self.on_report and self.on_report(key, epoch, metrics, series))
 
 
 class Unit(Protocol):

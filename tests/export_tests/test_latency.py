@@ -6,7 +6,7 @@ import torch
 from torch.nn.utils import parametrize
 
 from sparsearch.export import (
-    SparseLinear,
+    KernelLinear,
     load,
     measure_latency_ms,
     save,
@@ -46,5 +46,5 @@ def test_the_swap_is_tuned_for_the_example_batch_only():
     x = torch.randn(32, 64)
     fast = with_sparse_kernels(model, example_input=x, batch_sizes=(32,), **FAST)
     for module in fast.modules():
-        if isinstance(module, SparseLinear):
+        if isinstance(module, KernelLinear):
             assert list(module.kernel_names()) == [32]

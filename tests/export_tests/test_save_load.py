@@ -15,8 +15,8 @@ from torch import nn
 
 from sparsearch.export import (
     ExportError,
-    SparseConv2d,
-    SparseLinear,
+    KernelConv2d,
+    KernelLinear,
     batch_class,
     load,
     read_manifest,
@@ -70,7 +70,7 @@ def test_every_cpu_kernel_runs_the_loaded_model(tmp_path, fmt, kernel):
     if kernel == "dense":
         assert type(loaded.fc2) is nn.Linear  # dense everywhere: the plain module, no overhead
     else:
-        assert isinstance(loaded.fc2, SparseLinear)
+        assert isinstance(loaded.fc2, KernelLinear)
         assert set(loaded.fc2.kernel_names().values()) == {kernel}
     for y, ref in zip(outputs(loaded), outputs(model)):
         assert_close(y, ref)
@@ -198,7 +198,7 @@ def test_a_hand_made_module_loads_into_its_dense_architecture(tmp_path):
     for layer, kernel in (("stem", "gather_sum"), ("mix", "csr")):
         force_kernel(path, layer, kernel)
     loaded = load(path, model=HandMade())
-    assert isinstance(loaded.stem, SparseConv2d) and isinstance(loaded.mix, SparseConv2d)
+    assert isinstance(loaded.stem, KernelConv2d) and isinstance(loaded.mix, KernelConv2d)
     with torch.no_grad():
         for batch in (1, 4, 50):
             x = torch.randn(batch, 16, 10, 10)
@@ -256,7 +256,7 @@ def test_other_batch_classes_at_load(tmp_path, monkeypatch):
     monkeypatch.setenv("SPARSEARCH_CACHE_DIR", str(tmp_path / "cache"))
     path = save(mlp_with("nm"), None, tmp_path / "e", tune=False)
     loaded = load(path, batch_sizes=(4, 64), min_run_time_s=0.002)
-    if isinstance(loaded.fc2, SparseLinear):
+    if isinstance(loaded.fc2, KernelLinear):
         assert list(loaded.fc2.kernel_names()) == [4, 64]
 
 

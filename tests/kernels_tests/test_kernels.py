@@ -26,15 +26,17 @@ def assert_matches_dense(y: torch.Tensor, ref: torch.Tensor, rtol: float = 1e-5)
 
 
 def test_registry_states_formats_and_devices():
-    assert set(list_kernels()) >= {"dense", "csr", "bsr", "gather_sum", "nm_cpu",
-                                   "semi_structured", "nm_triton"}
+    assert set(list_kernels()) >= {"dense", "csr", "bsr", "gather_sum", "block_gather",
+                                   "nm_cpu", "bsr_cpu", "csr_cpu", "semi_structured",
+                                   "nm_triton"}
     for name in list_kernels():
         kernel = get_kernel(name)
         assert set(kernel.formats) <= set(list_formats())
         assert set(kernel.devices) <= {"cpu", "cuda"}
-    assert list_kernels(format="bsr", device="cpu") == ["bsr", "csr", "dense", "gather_sum"]
-    assert list_kernels(device="cuda") == ["bsr", "csr", "dense", "gather_sum", "nm_triton",
-                                           "semi_structured"]
+    assert list_kernels(format="bsr", device="cpu") == ["block_gather", "bsr", "bsr_cpu", "csr",
+                                                        "csr_cpu", "dense", "gather_sum"]
+    assert list_kernels(device="cuda") == ["block_gather", "bsr", "csr", "dense", "gather_sum",
+                                           "nm_triton", "semi_structured"]
     with pytest.raises(ValueError, match="kernel must be one of"):
         get_kernel("nope")
 
@@ -58,7 +60,7 @@ def test_cpu_kernel_matches_dense(kernel, fmt, batch):
 def test_kernels_accept_a_transposed_input():
     weight = weight_in("nm", rows=40, cols=64)
     x = torch.randn(64, 5).T  # [5, 64], not contiguous
-    for kernel in ("csr", "gather_sum", "nm_cpu", "dense"):
+    for kernel in ("csr", "gather_sum", "nm_cpu", "csr_cpu", "dense"):
         k = get_kernel(kernel)
         y = k.linear(k.prepare(weight, device=CPU, dtype=torch.float32), x)
         assert_matches_dense(y, x @ weight.to_dense().T)
@@ -66,7 +68,8 @@ def test_kernels_accept_a_transposed_input():
 
 def test_kernels_for_says_why_a_kernel_does_not_apply():
     usable, skipped = kernels_for(weight_in("bsr"), device="cpu")
-    assert [k.name for k in usable] == ["dense", "bsr", "csr", "gather_sum"]
+    assert [k.name for k in usable] == ["dense", "block_gather", "bsr", "bsr_cpu", "csr",
+                                        "csr_cpu", "gather_sum"]
     assert "not 'bsr'" in skipped["nm_cpu"]
     assert "not cpu" in kernels_for(weight_in("semi24"), device="cpu")[1]["semi_structured"]
     usable, skipped = kernels_for(weight_in("dense"), device="cpu")
@@ -117,3 +120,15 @@ def test_cuda_kernels_match_dense_in_fp32(kernel, fmt):
     for batch in (1, 17, 64):
         x = torch.randn(batch, 256, device=cuda)
         assert_matches_dense(k.linear(operands, x), x @ weight.to_dense().to(cuda).T)
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("batch", [1, 17, 64])
+def test_block_gather_on_cuda_matches_dense(batch):
+    cuda = torch.device("cuda")
+    weight = weight_in("bsr", rows=96, cols=256)
+    k = get_kernel("block_gather")
+    operands = k.prepare(weight, device=cuda, dtype=torch.float32)
+    x = torch.randn(batch, 256, device=cuda)
+    assert_matches_dense(k.linear(operands, x), x @ weight.to_dense().to(cuda).T)

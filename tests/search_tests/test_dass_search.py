@@ -10,19 +10,26 @@ import torch
 import yaml
 from torch.nn import functional as F
 
-from sparsearch.config import ConfigError, DassConfig
+from sparsearch.config import ConfigError, DassConfig, SparsearchConfig, validate
 from sparsearch.data import DataSplits, iterate_batches
 from sparsearch.evaluate import EvalContext, build_model, evaluate
 from sparsearch.ops import Candidate, CellSupernet, MacroSupernet
 from sparsearch.search.dass import LambdaJob, SweepPoint, search_lambda
-from sparsearch.search.dass.bilevel import AlphaSettings, BilevelTrainer, supernet_accuracy
+from sparsearch.search.dass.bilevel import (
+    AlphaSettings,
+    BilevelTrainer,
+    split_for_alpha,
+    supernet_accuracy,
+)
 from sparsearch.search.dass.derive import derive_argmax, derive_pt, genotype_of
+from sparsearch.search.dass.inherit import inherited_spec
 from sparsearch.search.dass.job import warm_up
 from sparsearch.search.dass.plan import layer_candidates, plan_supernet
 from sparsearch.search.dass.retrain import dass_front, training_variants, variant_spec
 from sparsearch.search.dass.sweep import next_lambda, next_step
 from sparsearch.space import load_space, parse_space
 from sparsearch.sparsity import prunable_layers
+from sparsearch.sparsity.masking import current_masks
 from sparsearch.spec import SubnetSpec
 from sparsearch.train import TrainSettings, make_optimizer, train_epoch
 
@@ -87,6 +94,19 @@ def test_fixed_values_are_checked(digits):
         plan_for(ctx, supernet="cell")  # digits_mlp has layers rules
     with pytest.raises(ConfigError, match="search.dass.alpha_lr"):
         DassConfig(alpha_lr=0.0)
+    with pytest.raises(ConfigError, match=r"search.dass.alpha_fraction must be in \(0, 1\)"):
+        DassConfig(alpha_fraction=1.0)
+    cfg = SparsearchConfig()
+
+    def with_dass(**dass):
+        return replace(cfg, search=replace(cfg.search, strategy="dass",
+                                           dass=replace(cfg.search.dass, **dass)))
+
+    with pytest.raises(ConfigError, match="search.dass.inherit must be one of"):
+        validate(with_dass(inherit="all"))
+    with pytest.raises(ConfigError, match="not supported: search.dass.inherit with supernet"):
+        validate(with_dass(inherit="weights", supernet="cell"))
+    validate(with_dass(inherit="scores", supernet="space"))
 
 
 def test_higher_lambda_gives_lower_expected_density(digits):
@@ -109,17 +129,92 @@ def test_higher_lambda_gives_lower_expected_density(digits):
     assert result.metrics["density"] == pytest.approx(high.cost, abs=2e-3)
 
 
+def test_the_space_supernet_derives_a_spec_random_search_could_draw(digits):
+    ctx = context(digits, train_samples=256)
+    dass = DassConfig(supernet="space", levels=2, warmup_epochs=1, search_epochs=1,
+                      finetune_epochs=0, alpha_lr=0.1)
+    plan = plan_for(ctx, supernet="space", levels=2)
+    assert plan.kind == "space" and len(plan.targets) == 3 * 2 + 4
+    warm = warm_up(plan, ctx, dass)
+    out = search_lambda(LambdaJob(lam=8.0, key=0, plan=plan, ctx=ctx, dass=dass,
+                                  warm_state=warm))
+    assert out.status == "derived" and out.spec in plan.targets
+    probs = out.snapshot["decisions"]["target"]["softmax"]
+    # argmax derivation; the cost term pulled alpha to a sparse target
+    assert probs.index(max(probs)) == plan.targets.index(out.spec) and out.cost < 0.5
+    # no layer rules beyond the space's own (head dense): allocation and sparsity say it
+    assert [r.glob for r in out.spec.layers] == ["head"]
+    result, _ = evaluate(out.spec, replace(ctx, train={**TRAIN, "epochs": 1}))
+    assert result.status == "complete"
+    assert result.metrics["density"] == pytest.approx(out.cost, abs=2e-3)
+
+
 def test_alpha_follows_the_cost_term_alone(digits):
     ctx = context(digits)
     net = MacroSupernet(build_model(ctx), {"fc2": (Candidate("unstructured", sparsity=0.2),
                                                    Candidate("unstructured", sparsity=0.9))},
                         example=digits.train[0][:1])
-    trainer = BilevelTrainer(net, digits, settings=TrainSettings(batch_size=64),
+    weights_data, alpha_data = split_for_alpha(digits.train, fraction=0.5, seed=0)
+    trainer = BilevelTrainer(net, weights_data=weights_data, alpha_data=alpha_data,
+                             settings=TrainSettings(batch_size=64),
                              alpha=AlphaSettings(lr=0.1, lam=100.0, cost="density"),
                              generator=torch.Generator().manual_seed(0))
-    trainer.run_phase("search", 1)
+    trainer.run_phase("warmup", 1)
+    # masks are off in the warm-up: alpha takes no step there
+    assert trainer.alpha_steps == 0 and trainer.steps > 0
+    assert torch.equal(net.alpha("fc2").detach(), torch.zeros(2))
+    warm_steps = trainer.steps
+    trainer.run_phase("search", 2)  # half the train split: half the steps of an epoch
+    assert trainer.alpha_steps == trainer.steps - warm_steps
     p = net.probs("fc2")
     assert p[1] > 0.9  # the sparse op wins when the cost dominates
+
+
+def _rows(x: torch.Tensor) -> set[bytes]:
+    return {row.numpy().tobytes() for row in x.detach().cpu().flatten(1)}
+
+
+def test_alpha_and_pt_never_see_a_validation_or_test_sample(digits):
+    ctx = context(digits, train_samples=256)
+    dass = DassConfig(levels=2, warmup_epochs=1, search_epochs=1, finetune_epochs=1,
+                      alpha_lr=0.05, derive="pt", pt_tune_epochs=1)
+    plan = plan_for(ctx, levels=2)
+    train = ctx.data.train
+    weights_part, alpha_part = split_for_alpha(train, fraction=dass.alpha_fraction,
+                                               seed=ctx.seed)
+    weight_rows, alpha_rows = _rows(weights_part[0]), _rows(alpha_part[0])
+    assert not weight_rows & alpha_rows and len(weight_rows) + len(alpha_rows) >= 250
+    # digits repeats a few images across splits: a row is "val/test" only if train lacks it
+    held_back = (_rows(digits.val[0]) | _rows(digits.test[0])) - _rows(train[0])
+    seen: list[set[bytes]] = []
+    alpha_batches: list[set[bytes]] = []
+    hooked: list[MacroSupernet] = []  # kept alive: a freed supernet's id may come back
+
+    def record(module, inputs):
+        # Every forward of the supernet (weights, alpha, PT accuracy, PT tuning) is recorded;
+        # alpha's gradient hook marks the batch alpha was trained on: the last one seen.
+        if not isinstance(module, MacroSupernet):
+            return
+        seen.append(_rows(inputs[0]))
+        if not any(module is known for known in hooked):
+            hooked.append(module)
+            for alpha in module.arch_parameters():
+                alpha.register_hook(lambda g: alpha_batches.append(seen[-1]) or g)
+
+    handle = torch.nn.modules.module.register_module_forward_pre_hook(record)
+    try:
+        warm = warm_up(plan, ctx, dass)
+        out = search_lambda(LambdaJob(lam=1.0, key=0, plan=plan, ctx=ctx, dass=dass,
+                                      warm_state=warm))
+    finally:
+        handle.remove()
+    assert out.status == "derived" and out.snapshot["pt_accuracy_without"]
+    everything = set().union(*seen)
+    assert everything <= _rows(train[0]) and not everything & held_back
+    # alpha trained on the held-out part only, and it did train
+    assert alpha_batches and set().union(*alpha_batches) <= alpha_rows - weight_rows
+    # PT's accuracies come from the held-out part: full-batch forwards of exactly it
+    assert any(rows == alpha_rows for rows in seen)
 
 
 def test_second_order_step_moves_alpha(digits):
@@ -202,7 +297,11 @@ def test_cell_derivations_keep_two_edges_per_node_and_no_none(digits):
     # re-decided by accuracy drops, then the topology is pruned to 2 inputs per node.
     for d, i in argmax.choices.items():
         net.set_override(d, net.one_hot(d, i))
-    pt = derive_pt(net, accuracy=lambda: supernet_accuracy(net, val), tune=lambda: None, seed=0)
+    tuned: list[int] = []
+    pt = derive_pt(net, accuracy=lambda: supernet_accuracy(net, val),
+                   tune=lambda: tuned.append(1), seed=0)
+    # a tune per normal/reduce pair of edges (14), after sparsity, after each edge dropped
+    assert len(tuned) == 14 + 1 + 2 * (1 + 2 + 3)
     for derivation in (argmax, pt):
         genotype = genotype_of(net, derivation)
         for kind in ("normal", "reduce"):
@@ -236,3 +335,88 @@ def test_retrain_variants_and_front():
     # retrains take no part in the sweep
     assert next_step([0.0, 1.0, 2.0, 4.0], points, refine=True, min_cost=0.1) == \
         next_step([0.0, 1.0, 2.0, 4.0], points[:4], refine=True, min_cost=0.1)
+
+
+def test_cost_aware_pt_trades_the_accuracy_drop_against_the_kept_cost(digits):
+    net = MacroSupernet(trained_mlp(digits), {"fc1": (Candidate("unstructured", sparsity=0.99),
+                                                      Candidate("dense"))},
+                        example=digits.train[0][:1])
+    net.set_phase("finetune")
+    plain = derive_pt(net, accuracy=lambda: supernet_accuracy(net, digits.val),
+                      tune=lambda: None, seed=0)
+    net.overrides.clear()
+    priced = derive_pt(net, accuracy=lambda: supernet_accuracy(net, digits.val),
+                       tune=lambda: None, seed=0, lam=4.0, cost="density")
+    assert plain.choices["fc1"] == 1 and not plain.pt_cost  # removing dense hurts most
+    sparse_cost, dense_cost = priced.pt_cost["fc1"]
+    assert dense_cost == pytest.approx(1.0) and sparse_cost < 0.6
+    # 4 * (1 - 0.54) outweighs the accuracy the dense candidate holds up
+    assert priced.choices["fc1"] == 0
+
+
+def test_pt_scores_on_batch_statistics_and_leaves_the_running_ones(digits):
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    net = CellSupernet(in_shape=digits.in_shape, num_classes=10, init_channels=4, cells=2,
+                       sparsities=(0.5, 0.9))
+    net.set_phase("finetune")
+    pair = (digits.val[0][:64], digits.val[1][:64])
+    norms = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    modes: list[bool] = []
+    handles = [m.register_forward_pre_hook(lambda m, _: modes.append(m.training))
+               for m in norms]
+    supernet_accuracy(net, pair, batch_stats=True)
+    for h in handles:
+        h.remove()
+    assert modes and all(modes)  # every BN normalised with the batch's statistics
+    after = net.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert not any(m.training for m in net.modules())
+
+
+def test_a_phase_can_run_at_another_lr(digits):
+    def one_step(lr: float | None) -> torch.Tensor:
+        torch.manual_seed(0)
+        net = MacroSupernet(build_model(context(digits)),
+                            {"fc1": (Candidate("unstructured", sparsity=0.5),)},
+                            example=digits.train[0][:1])
+        weights_data, alpha_data = split_for_alpha(digits.train, fraction=0.5, seed=0)
+        trainer = BilevelTrainer(net, weights_data=weights_data, alpha_data=alpha_data,
+                                 settings=TrainSettings(lr=1e-2, optimizer="adam",
+                                                        batch_size=64),
+                                 alpha=AlphaSettings(lr=0.1, lam=0.0, cost="density"),
+                                 generator=torch.Generator().manual_seed(0))
+        head = net.backbone.head.weight.detach().clone()
+        trainer.run_phase("finetune", 1 / trainer.batches_per_epoch(), lr=lr)
+        assert trainer.steps == 1
+        return (net.backbone.head.weight.detach() - head).abs().max()
+
+    # Adam's first step moves each weight by about lr: a tenth of the lr, a tenth the step
+    assert float(one_step(1e-3) / one_step(None)) == pytest.approx(0.1, rel=1e-3)
+
+
+@pytest.mark.parametrize("supernet", ["macro", "space"])
+def test_derived_subnets_inherit_the_supernets_masks_and_weights(digits, tmp_path, supernet):
+    ctx = context(digits, train_samples=512)
+    dass = DassConfig(supernet=supernet, levels=2, warmup_epochs=2, search_epochs=1,
+                      finetune_epochs=1, alpha_lr=0.1, inherit="weights")
+    plan = plan_for(ctx, supernet=supernet, levels=2)
+    out = search_lambda(LambdaJob(lam=0.0, key=3, plan=plan, ctx=ctx, dass=dass,
+                                  warm_state=warm_up(plan, ctx, dass)))
+    masks = {k[len("mask."):]: v for k, v in out.inherited.items() if k.startswith("mask.")}
+    assert set(masks) == {"fc1", "fc2"}  # head: dense rule
+    kept = sum(int(m.sum()) for m in masks.values()) + 10 * 64 + 0.0
+    assert kept / (64 * 64 * 2 + 10 * 64) == pytest.approx(out.cost, abs=2e-3)
+    spec = inherited_spec(out, run_dir=tmp_path)
+    assert spec.recipe == "inherited" and spec.options["inherited.weights"] is True
+    assert (tmp_path / "dass" / "inherit-00003.safetensors").exists()
+    # no training at all: the inherited weights already classify, a fresh model does not
+    untrained = replace(ctx, train={**TRAIN, "epochs": 0})
+    result, model = evaluate(spec, untrained)
+    assert result.status == "complete" and result.metrics["accuracy"] > 0.6
+    assert all(torch.equal(current_masks(model)[n], m) for n, m in masks.items())
+    masks_only = replace(spec, options={**spec.options, "inherited.weights": False})
+    fresh, _ = evaluate(masks_only, untrained)
+    assert fresh.metrics["accuracy"] < result.metrics["accuracy"] - 0.2
+    assert fresh.metrics["density"] == pytest.approx(result.metrics["density"])

@@ -23,6 +23,7 @@ DYNAMIC = {"gradual", "mdgf", "scores", "sdgf", "sr_ste"}
 # Per recipe: the pattern lines of its space file and one non-default knob.
 CASES = {
     "gradual": ("pattern: unstructured\n  sparsity: 0.8", {"end": 0.6}),
+    "inherited": ("pattern: unstructured\n  sparsity: 0.8", {"weights": False}),
     "mdgf": ('pattern: block\n  block: "4x4"\n  sparsity: 0.5', {"k": 5.0}),
     "one_shot": ("pattern: unstructured\n  sparsity: 0.8", {"prune_at": 0.34}),
     "random_init": ('pattern: block\n  block: "4x4"\n  sparsity: 0.5', {}),

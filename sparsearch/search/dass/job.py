@@ -20,11 +20,13 @@ from sparsearch.config import DassConfig
 from sparsearch.evaluate import EvalContext, build_model
 from sparsearch.ops.cells import CellSupernet
 from sparsearch.ops.macro import MacroSupernet
+from sparsearch.ops.space import SpaceSupernet
 from sparsearch.ops.supernet import Supernet
 from sparsearch.search.dass.bilevel import (
     AlphaSettings,
     BilevelTrainer,
     DeadlineReached,
+    split_for_alpha,
     supernet_accuracy,
 )
 from sparsearch.search.dass.derive import derive_argmax, derive_pt, genotype_of
@@ -33,7 +35,8 @@ from sparsearch.sparsity.masking import prunable_layers
 from sparsearch.spec import SubnetSpec
 from sparsearch.train import TrainSettings
 
-__all__ = ["LambdaJob", "LambdaOutcome", "build_supernet", "search_lambda", "warm_up"]
+__all__ = ["LambdaJob", "LambdaOutcome", "build_supernet", "device_of", "make_trainer",
+           "search_lambda", "warm_up"]
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,9 @@ class LambdaOutcome:
         expected_cost: E[cost] under softmax(alpha) at the end of the search.
         snapshot: alpha and softmax(alpha) per decision, and the PT table (JSON-ready).
         search_s: seconds of supernet training and derivation.
+        inherited: with ``search.dass.inherit``, the derived subnet's masks
+            (``mask.<layer>``) and, for ``weights``, the supernet's weights
+            (``state.<key>``, the backbone's state-dict keys); else None.
     """
 
     lam: float
@@ -84,6 +90,7 @@ class LambdaOutcome:
     expected_cost: float = float("nan")
     snapshot: dict[str, Any] = field(default_factory=dict)
     search_s: float = 0.0
+    inherited: dict[str, torch.Tensor] | None = None
 
 
 def build_supernet(plan: SupernetPlan, ctx: EvalContext) -> Supernet:
@@ -94,10 +101,12 @@ def build_supernet(plan: SupernetPlan, ctx: EvalContext) -> Supernet:
                             init_channels=plan.init_channels, cells=plan.cells,
                             sparsities=plan.sparsities)
     backbone = build_model(ctx)
+    if plan.kind == "space":
+        return SpaceSupernet(backbone, plan.targets, example=ctx.data.train[0][:1])
     return MacroSupernet(backbone, plan.choices, example=ctx.data.train[0][:1])
 
 
-def _device(name: str) -> torch.device:
+def device_of(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
@@ -113,11 +122,19 @@ def _settings(spec: SubnetSpec, ctx: EvalContext, dass: DassConfig) -> TrainSett
                          batch_size=int(dass.batch_size or train["batch_size"]))
 
 
-def _trainer(net: Supernet, ctx: EvalContext, plan: SupernetPlan, dass: DassConfig, *,
-             lam: float, deadline: float | None, seed_offset: int) -> BilevelTrainer:
+def make_trainer(net: Supernet, ctx: EvalContext, plan: SupernetPlan, dass: DassConfig, *,
+                 lam: float, deadline: float | None, seed_offset: int) -> BilevelTrainer:
+    """The bi-level trainer of ``net`` at cost weight ``lam`` (batch order: seed + offset)."""
     settings = _settings(plan.base, ctx, dass)
     generator = torch.Generator().manual_seed(ctx.seed + seed_offset)
-    return BilevelTrainer(net, ctx.data.to(_device(ctx.device)), settings=settings,
+    # Only the train split goes in: the val split scores derived subnets, the test split
+    # the front, so neither may steer alpha or a PT decision.
+    train = ctx.data.train
+    device = device_of(ctx.device)
+    weights_data, alpha_data = split_for_alpha((train[0].to(device), train[1].to(device)),
+                                               fraction=dass.alpha_fraction, seed=ctx.seed)
+    return BilevelTrainer(net, weights_data=weights_data, alpha_data=alpha_data,
+                          settings=settings,
                           alpha=AlphaSettings(lr=dass.alpha_lr, lam=lam, cost=dass.cost,
                                               second_order=dass.second_order),
                           generator=generator, deadline=deadline)
@@ -132,8 +149,8 @@ def warm_up(plan: SupernetPlan, ctx: EvalContext, dass: DassConfig, *,
     """
     if ctx.threads:
         torch.set_num_threads(int(ctx.threads))
-    net = build_supernet(plan, ctx).to(_device(ctx.device))
-    trainer = _trainer(net, ctx, plan, dass, lam=0.0, deadline=deadline, seed_offset=0)
+    net = build_supernet(plan, ctx).to(device_of(ctx.device))
+    trainer = make_trainer(net, ctx, plan, dass, lam=0.0, deadline=deadline, seed_offset=0)
     trainer.run_phase("warmup", dass.warmup_epochs)
     return {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
 
@@ -152,12 +169,12 @@ def search_lambda(job: LambdaJob) -> LambdaOutcome:
     ctx, dass, plan = job.ctx, job.dass, job.plan
     if ctx.threads:
         torch.set_num_threads(int(ctx.threads))
-    device = _device(ctx.device)
+    device = device_of(ctx.device)
     net = build_supernet(plan, ctx).to(device)
     net.load_state_dict(job.warm_state)
     net.reset_scores()
-    trainer = _trainer(net, ctx, plan, dass, lam=job.lam, deadline=job.deadline,
-                       seed_offset=1 + job.key)
+    trainer = make_trainer(net, ctx, plan, dass, lam=job.lam, deadline=job.deadline,
+                           seed_offset=1 + job.key)
     try:
         trainer.run_phase("search", dass.search_epochs)
         trainer.run_phase("finetune", dass.finetune_epochs)
@@ -166,12 +183,16 @@ def search_lambda(job: LambdaJob) -> LambdaOutcome:
                                     "cost": dass.cost, "expected_cost": expected,
                                     "decisions": net.snapshot()}
         if dass.derive == "pt":
-            val = trainer.data.val
+            held_out = trainer.alpha_data
+            # DARTS-PT: BN on batch statistics when scoring, tuning at a tenth of the lr,
+            # and sparsity decisions priced with this lambda.
             derivation = derive_pt(
-                net, accuracy=lambda: supernet_accuracy(net, val),
-                tune=lambda: trainer.run_phase("finetune", dass.pt_tune_epochs),
-                seed=ctx.seed + job.key)
+                net, accuracy=lambda: supernet_accuracy(net, held_out, batch_stats=True),
+                tune=lambda: trainer.run_phase("finetune", dass.pt_tune_epochs,
+                                               lr=trainer.settings.lr / 10),
+                seed=ctx.seed + job.key, lam=job.lam, cost=dass.cost)
             snapshot["pt_accuracy_without"] = derivation.pt
+            snapshot["pt_cost_with"] = derivation.pt_cost
         else:
             derivation = derive_argmax(net)
     except DeadlineReached:
@@ -190,6 +211,9 @@ def search_lambda(job: LambdaJob) -> LambdaOutcome:
                     net.set_override(f"{kind}:{e}", torch.zeros(len(net.primitives)))
         cost = float(net.expected_cost(dass.cost).detach())
         snapshot["genotype"] = genotype
+    elif isinstance(net, SpaceSupernet):
+        chosen = derivation.choices["target"]
+        spec, cost = plan.targets[chosen], net.target_cost(chosen, dass.cost)
     else:
         assert isinstance(net, MacroSupernet)
         sizes = {n: m.weight.numel() for n, m in prunable_layers(net.backbone).items()}
@@ -197,6 +221,34 @@ def search_lambda(job: LambdaJob) -> LambdaOutcome:
         cost = net.chosen_density(derivation.choices, dass.cost)
     snapshot["chosen"] = {d: net.labels(d)[i] for d, i in derivation.choices.items()}
     snapshot["derived_cost"] = cost
+    inherited = (_inherited(net, derivation.choices, weights=dass.inherit == "weights")
+                 if dass.inherit != "none" and isinstance(net, (MacroSupernet, SpaceSupernet))
+                 else None)
     return LambdaOutcome(lam=job.lam, key=job.key, status="derived", spec=spec, model=model,
                          cost=cost, expected_cost=expected, snapshot=snapshot,
-                         search_s=time.perf_counter() - started)
+                         search_s=time.perf_counter() - started, inherited=inherited)
+
+
+@torch.no_grad()
+def _inherited(net: MacroSupernet | SpaceSupernet, choices: dict[str, int], *,
+               weights: bool) -> dict[str, torch.Tensor]:
+    """The derived subnet's masks, from the supernet's learned scores, and its weights."""
+    out: dict[str, torch.Tensor] = {}
+    for layer, sparse in net.sparse_layers().items():
+        name = layer.removeprefix("backbone.")
+        chosen = choices[name] if isinstance(net, MacroSupernet) else choices["target"]
+        if net.choices[name].candidates[chosen].pattern != "dense":
+            out[f"mask.{name}"] = sparse.binary_masks()[chosen].cpu().contiguous()
+    if weights:
+        for key, value in net.backbone.state_dict().items():
+            if ".parametrizations." not in f".{key}":
+                out[f"state.{key}"] = value.cpu().contiguous()
+                continue
+            # "fc1.parametrizations.weight.original" is W itself, unmasked (the recipe
+            # applies the masks); the parametrization's scores are not the model's.
+            owner, _, rest = f".{key}".partition(".parametrizations.")
+            name, _, tail = rest.partition(".")
+            if tail == "original":
+                out[f"state.{owner[1:]}.{name}".replace("state..", "state.")] = \
+                    value.cpu().contiguous()
+    return out

@@ -8,12 +8,16 @@ this: the same space, so the comparison is like for like):
   sparse ops: each pattern the space allows that layer, with the continuous sparsity
   discretised to ``search.dass.levels`` points (``Dimension.grid``) and every N:M / block
   value. Layer-specific dimensions give that layer's candidates.
+- space: one choice shared by every layer over the space's own points, each a spec random
+  search can draw: every pattern, allocation and gridded sparsity (or N:M / block value),
+  dense where the space allows it (``ops.space``). Derived specs keep the allocation.
 - cell: the DARTS cell space, every sparse layer at one sparsity level chosen among the
   space's sparsity grid (unstructured, as DASS).
 
 The space's other dimensions (recipe, its knobs, lr, epochs, ...) are not architecture:
 the derived subnets take them from ``search.dass.fixed``, else the first choice or the
-middle of the range. ``allocation`` is what the macro supernet learns (layerwise).
+middle of the range. ``allocation`` is what the macro supernet learns (layerwise); the
+space supernet chooses it among the space's allocations.
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ from sparsearch.ops.masks import Candidate
 from sparsearch.space import Dimension, LayerGroup, SearchSpace
 from sparsearch.spec import LayerRule, SubnetSpec, parse_block, parse_nm
 
-__all__ = ["SupernetPlan", "fixed_values", "layer_candidates", "plan_supernet"]
+__all__ = ["SupernetPlan", "fixed_values", "layer_candidates", "plan_supernet",
+           "space_targets"]
 
 ARCH = ("pattern", "sparsity", "nm", "block")
 
@@ -38,10 +43,11 @@ class SupernetPlan:
     """How to build the supernet and turn its choices into specs; plain, picklable data.
 
     Attributes:
-        kind: macro | cell.
+        kind: macro | space | cell.
         base: the spec the derived subnets share (recipe, hparams, options).
         choices: candidates per layer name (macro).
         layer_order: every prunable layer of the backbone, in definition order (macro).
+        targets: the specs the space supernet chooses among (space).
         sparsities: the sparsity levels of the cell supernet (cell).
         init_channels, cells: the cell supernet's size (cell).
     """
@@ -50,6 +56,7 @@ class SupernetPlan:
     base: SubnetSpec
     choices: dict[str, tuple[Candidate, ...]] = field(default_factory=dict)
     layer_order: tuple[str, ...] = ()
+    targets: tuple[SubnetSpec, ...] = ()
     sparsities: tuple[float, ...] = ()
     init_channels: int = 8
     cells: int = 3
@@ -58,6 +65,7 @@ class SupernetPlan:
         """Identity of the supernet this plan builds (for cached warm-up state)."""
         return json.dumps({"kind": self.kind, "choices": {k: [c.label for c in v]
                                                            for k, v in self.choices.items()},
+                           "targets": [t.to_json() for t in self.targets],
                            "sparsities": self.sparsities, "init_channels": self.init_channels,
                            "cells": self.cells}, sort_keys=True)
 
@@ -198,6 +206,14 @@ def plan_supernet(space: SearchSpace, *, layer_names: list[str], in_shape: tuple
                                   if k.startswith(f"{base.recipe}.")})
     if dass.supernet == "cell":
         return _cell_plan(space, base=base, in_shape=in_shape, dass=dass, fixed=fixed)
+    if dass.supernet == "space":
+        targets = space_targets(space, levels=dass.levels, fixed=fixed)
+        if all(t.pattern == "dense" or (t.pattern != "nm" and t.target_sparsity == 0)
+               for t in targets):
+            raise ConfigError(f"not supported: search.strategy=dass on space {space.source}, "
+                              f"which leaves every layer dense")
+        return SupernetPlan(kind="space", base=base, targets=targets,
+                            layer_order=tuple(layer_names))
     choices = {}
     for name in layer_names:
         candidates = layer_candidates(space, name, levels=dass.levels, fixed=fixed)
@@ -207,6 +223,39 @@ def plan_supernet(space: SearchSpace, *, layer_names: list[str], in_shape: tuple
         raise ConfigError(f"not supported: search.strategy=dass on space {space.source}, "
                           f"which leaves every layer dense")
     return SupernetPlan(kind="macro", base=base, choices=choices, layer_order=tuple(layer_names))
+
+
+def space_targets(space: SearchSpace, *, levels: int,
+                  fixed: dict[str, Any]) -> tuple[SubnetSpec, ...]:
+    """Every spec random search can draw on the grid: each active architecture dimension
+    (pattern, allocation, sparsity, nm, block) at its choices or ``levels`` points, the
+    training values ``fixed``. An allocation moves nothing for N:M or dense, so those
+    take the space's first one.
+
+    Raises:
+        ConfigError: the space has per-layer dimensions (not supported by this supernet).
+    """
+    if any(group.dims for group in space.layers):
+        raise ConfigError(f"not supported: search.dass.supernet=space with per-layer "
+                          f"dimensions in space {space.source} (use supernet=macro)")
+    points: list[dict[str, Any]] = [dict(fixed)]
+    for key in ("pattern", "allocation", "sparsity", "nm", "block"):
+        dim = space.params.get(key)
+        if dim is None:
+            continue
+        grown: list[dict[str, Any]] = []
+        for values in points:
+            moot = key == "allocation" and values.get("pattern") in ("nm", "dense")
+            if not dim.active(values) or moot:
+                grown.append(values if not moot else {**values, key: dim.grid(levels)[0]})
+                continue
+            grown.extend({**values, key: value} for value in dim.grid(levels))
+        points = grown
+    specs = {}
+    for values in points:
+        spec = space.to_spec(values)
+        specs.setdefault(spec.to_json(), spec)
+    return tuple(specs.values())
 
 
 def _cell_plan(space: SearchSpace, *, base: SubnetSpec, in_shape: tuple[int, ...],

@@ -35,6 +35,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sparsearch import mlflow_keys as keys
+from sparsearch.search.dass.budget import plan_budget
+from sparsearch.search.dass.inherit import inherited_spec
 from sparsearch.search.dass.job import LambdaOutcome, build_supernet
 from sparsearch.search.dass.plan import SupernetPlan, fixed_values, plan_supernet
 from sparsearch.search.dass.retrain import dass_front, training_variants, variant_spec
@@ -137,11 +139,16 @@ def derived_unit(setup: SearchSetup, study: optuna.Study, outcome: LambdaOutcome
     """The training of a derived subnet: exactly as a sampled one (seed and context)."""
     assert outcome.spec is not None
     dass = setup.cfg.search.dass
-    return TrialUnit(spec=outcome.spec, key=outcome.key,
+    # search.dass.inherit: the subnet starts from the supernet's masks (and weights).
+    spec = (inherited_spec(outcome, run_dir=setup.run_dir) if outcome.inherited is not None
+            else outcome.spec)
+    return TrialUnit(spec=spec, key=outcome.key,
                      number=len(study.get_trials(deepcopy=False)), model=outcome.model,
                      extra_params={"strategy": "dass", "dass.lambda": outcome.lam,
                                    "dass.supernet": dass.supernet, "dass.derive": dass.derive,
                                    "dass.cost": dass.cost, "dass.round": round_,
+                                   "dass.inherit": (dass.inherit if outcome.inherited
+                                                    is not None else "none"),
                                    **({"dass.retrain_of": retrain_of}
                                       if retrain_of is not None else {})})
 
@@ -244,10 +251,11 @@ class DassStrategy(Strategy):
         super().__init__(setup, study, tracker=tracker, parent_run_id=parent_run_id,
                          on_trial=on_trial)
         cfg = setup.cfg.search
-        self.dass = cfg.dass
         # Absolute: units compare it with time.time() in other processes.
         self.deadline = time.time() + cfg.timeout_s if cfg.timeout_s is not None else None
         self.plans = {0: check_dass(setup)}
+        # Measured before the warm-up spends the budget; with fit_budget, scaled epochs.
+        self.dass = plan_budget(self.plans[0], setup.ctx, cfg.dass, timeout_s=cfg.timeout_s)
         self.min_cost = build_supernet(self.plans[0], setup.ctx).cheapest_cost(cfg.dass.cost)
         self.points = sweep_points(study)
         self.warm: dict[int, str] = {}  # round -> fingerprint of its warm-up in the cache

@@ -2,8 +2,8 @@
 
 Both run wherever the runner puts them (this process, a Ray worker) and share the warm-up
 through ``<run dir>/dass/warmup.pt``, keyed by a fingerprint of everything that shapes it
-(plan, seed, model, training, warm-up epochs): a rerun, a resumed search or another
-worker finds it there instead of training it again. The run dir is the search's shared
+(plan, seed, model, training, warm-up epochs, alpha split, batch size): a rerun, a resumed
+search or another worker finds it there instead of training it again. The run dir is the search's shared
 storage, as it is for trial weights.
 """
 
@@ -40,7 +40,10 @@ def round_ctx(ctx: EvalContext, round_: int) -> EvalContext:
 def warm_fingerprint(plan: SupernetPlan, ctx: EvalContext, dass: DassConfig) -> str:
     identity = json.dumps({"plan": plan.fingerprint(), "seed": ctx.seed,
                            "model": ctx.model, "train": ctx.train,
-                           "hparams": plan.base.hparams, "warmup_epochs": dass.warmup_epochs},
+                           "hparams": plan.base.hparams, "warmup_epochs": dass.warmup_epochs,
+                           # the warm-up trains on the rest of the train split at this batch
+                           "alpha_fraction": dass.alpha_fraction,
+                           "batch_size": dass.batch_size},
                           sort_keys=True, default=str)
     return hashlib.sha256(identity.encode()).hexdigest()[:16]
 

@@ -2,6 +2,7 @@
 
 from sparsearch.sparsity.recipes import (  # noqa: F401  (fill the registry)
     gradual,
+    inherited,
     mdgf,
     one_shot,
     random_init,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -46,6 +46,9 @@ class RecipeContext:
         settings: epochs, lr, optimiser, batch size.
         train_batches: returns one epoch of shuffled training batches.
         log_metric: ``log_metric(key, value, epoch)``, e.g. the mask-flip rate per epoch.
+        end_epoch: called by the recipe after each of its epochs, with the masks of that
+            point applied: the evaluator measures the val split there and reports to the
+            scheduler, which may stop the trial (it raises ``TrialStopped``).
     """
 
     model: nn.Module
@@ -54,6 +57,7 @@ class RecipeContext:
     settings: TrainSettings
     train_batches: Callable[[], Iterable[Batch]]
     log_metric: Callable[[str, float, int], None]
+    end_epoch: Callable[[], None] = field(default=lambda: None)
 
     def optimizer(self, params: Iterable[nn.Parameter] | None = None) -> torch.optim.Optimizer:
         """A fresh optimiser (from the settings) over ``params`` or all model parameters."""

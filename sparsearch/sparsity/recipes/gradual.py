@@ -57,5 +57,6 @@ class Gradual(Recipe):
             train_epoch(ctx.model, ctx.train_batches(), optimizer, after_step=update)
             ctx.log_metric("mask_flip_rate", mask_flip_rate(before, current_masks(ctx.model)),
                            epoch)
+            ctx.end_epoch()
         if applied < 1.0:
             apply_masks(ctx.model, ctx.plan.masks(ctx.model))

@@ -22,7 +22,9 @@ class OneShot(Recipe):
         optimizer = ctx.optimizer()
         for _ in range(dense_epochs):
             train_epoch(ctx.model, ctx.train_batches(), optimizer)
+            ctx.end_epoch()
         apply_masks(ctx.model, ctx.plan.masks(ctx.model))
         optimizer = ctx.optimizer()
         for _ in range(dense_epochs, epochs):
             train_epoch(ctx.model, ctx.train_batches(), optimizer)
+            ctx.end_epoch()

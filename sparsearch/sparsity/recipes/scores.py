@@ -74,6 +74,7 @@ class Scores(Recipe):
             nonlocal before, epoch
             ctx.log_metric("mask_flip_rate", mask_flip_rate(before, after), epoch)
             before, epoch = after, epoch + 1
+            ctx.end_epoch()
 
         optimizer = ctx.optimizer()
         for _ in range(n_pre):

@@ -41,5 +41,6 @@ class SRSTE(Recipe):
             after = live_masks(ctx.model)
             ctx.log_metric("mask_flip_rate", mask_flip_rate(before, after), epoch)
             before = after
+            ctx.end_epoch()
         detach_dynamic_masks(ctx.model, handles)
         apply_masks(ctx.model, plan_masks(ctx.model, plans))
