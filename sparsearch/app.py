@@ -12,9 +12,16 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from sparsearch import mlflow_keys as keys
 from sparsearch.config import ConfigError, SparsearchConfig, validate
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from sparsearch.search.report import SearchReport
+    from sparsearch.search.setup import SearchSetup
 
 __all__ = ["run", "run_search"]
 
@@ -29,7 +36,7 @@ def _pattern_text(spec: dict[str, Any]) -> str:
     return spec["pattern"]
 
 
-def print_report(report: Any, setup: Any, console: Any) -> None:
+def print_report(report: SearchReport, setup: SearchSetup, console: Console) -> None:
     from rich.table import Table
 
     table = Table(title=f"Pareto-optimal subnets of {setup.cfg.name} "
@@ -42,10 +49,16 @@ def print_report(report: Any, setup: Any, console: Any) -> None:
         table.add_column(col, justify="right" if col not in ("pattern", "allocation", "recipe")
                          else "left")
     d = report.dense
-    table.add_row("dense", "-", f"{d['accuracy']:.4f}", f"{d['test_accuracy']:.4f}", "1.000",
+    table.add_row("dense" if "checkpoint_accuracy" not in d else "dense+ft", "-", f"{d['accuracy']:.4f}", f"{d['test_accuracy']:.4f}", "1.000",
                   f"{int(d['nnz'])}", f"{int(d['flops'])}",
                   *[f"{d[m]:.4g}" if m in d else "-" for m in extra], "dense", "-", "-",
                   style="cyan")
+    if "checkpoint_accuracy" in d:
+        # The user's dense weights as loaded; the row above is them after the trials' budget.
+        table.add_row("checkpoint", "-", f"{d['checkpoint_accuracy']:.4f}",
+                      f"{d['checkpoint_test_accuracy']:.4f}", "1.000", f"{int(d['nnz'])}",
+                      f"{int(d['flops'])}", *["-" for _ in extra], "dense", "-", "as loaded",
+                      style="cyan")
     for e in report.front:
         m = e.metrics
         table.add_row(str(e.rank), str(e.key), f"{m['accuracy']:.4f}",
@@ -64,7 +77,7 @@ def print_report(report: Any, setup: Any, console: Any) -> None:
         console.print(f"  {name:<12} {path}")
 
 
-def run_one(cfg: SparsearchConfig, run_dir: Path, *, console: Any) -> Any:
+def run_one(cfg: SparsearchConfig, run_dir: Path, *, console: Console) -> SearchReport:
     """Runs one validated search (one strategy) in ``run_dir``; returns its SearchReport."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -107,7 +120,7 @@ def run_one(cfg: SparsearchConfig, run_dir: Path, *, console: Any) -> Any:
                 "data": cfg.data.name, "runner": cfg.runner.kind,
                 "scheduler": cfg.search.scheduler, "min_epochs": cfg.search.min_epochs,
                 "eta": cfg.search.eta},
-        tags={"sparsearch.run_dir": str(run_dir.resolve())})
+        tags={keys.RUN_DIR: str(run_dir.resolve())})
     started = time.monotonic()
     try:
         import yaml
@@ -166,7 +179,8 @@ def run_one(cfg: SparsearchConfig, run_dir: Path, *, console: Any) -> Any:
     return report
 
 
-def run_search(cfg: SparsearchConfig, run_dir: Path, *, console: Any = None) -> Any:
+def run_search(cfg: SparsearchConfig, run_dir: Path, *, console: Console | None = None
+               ) -> SearchReport | dict[str, SearchReport]:
     """Runs the search, or each strategy of ``search.compare`` on the same budget.
 
     Returns:

@@ -36,13 +36,16 @@ class ConfigError(ValueError):
 
 @dataclass
 class DataConfig:
-    # Dataset: digits (ships with scikit-learn) | cifar10 | imagefolder.
+    # Dataset: digits (ships with scikit-learn) | mnist1d (generated offline) | cifar10 |
+    # imagefolder | custom (data.target).
     name: str = "digits"
     # Local folder of the dataset (cifar10: the python pickle batches; imagefolder: class dirs).
     root: str | None = None
-    # Fraction of all samples held out for validation (drives the search).
+    # Fraction of all samples held out for validation (drives the search); of the training
+    # samples for a data set with its own test split (mnist1d).
     val_fraction: float = 0.2
-    # Fraction of all samples held out for test (read for Pareto subnets only).
+    # Fraction of all samples held out for test (read for Pareto subnets only); unused by a
+    # data set with its own test split (mnist1d).
     test_fraction: float = 0.2
     # Seed of the train/val/test split (fixed, independent of the search seed).
     split_seed: int = 0
@@ -50,22 +53,41 @@ class DataConfig:
     image_size: int | None = None
     # Use at most this many samples of the dataset (null: all); for quick runs.
     limit: int | None = None
+    # Samples generated for mnist1d (null: the paper's 5000, split 4000 train / 1000 test).
+    num_samples: int | None = None
+    # A user's data (name=custom): "package.module:function" returning torch Datasets.
+    target: str | None = None
+    # Largest data set, in MB of float32 inputs, read into memory (custom, imagefolder);
+    # a larger image folder streams from disk, a larger custom set is refused.
+    max_memory_mb: float = 2048.0
+    # DataLoader worker processes of a streamed data set (0: read in the training process).
+    workers: int = 0
+    # Train on timm's standard training augmentation (imagefolder; streams the train split).
+    augment: bool = False
 
 
 @dataclass
 class ModelConfig:
-    # Model family: mlp | cnn | timm.
+    # Model family: mlp | cnn | cnn1d (MNIST-1D paper's 1-D CNN) | timm | custom.
     kind: str = "mlp"
     # timm model name (kind=timm), e.g. resnet18; built with pretrained=False.
     name: str = "resnet18"
     # Hidden widths of the MLP (kind=mlp).
     hidden: list[int] = field(default_factory=lambda: [256, 256])
-    # Channels of the three convolutions of the small CNN (kind=cnn).
+    # Channels of the three convolutions of the small CNN (kind=cnn, cnn1d).
     channels: list[int] = field(default_factory=lambda: [32, 64, 64])
     # Dropout between MLP layers.
     dropout: float = 0.0
     # Image size passed to timm models that take one (ViTs); null: the model's default.
     img_size: int | None = None
+    # Factory of a user's own model (kind=custom): "package.module:function" -> nn.Module.
+    target: str | None = None
+    # Keyword options passed to the factory of kind=custom or to timm.create_model
+    # (+model.options.width=64, +model.options.patch_size=2).
+    options: dict[str, Any] = field(default_factory=dict)
+    # Dense weights to start from (any kind): a .safetensors file or a torch state dict,
+    # read with weights_only=True; recipes then skip their dense-training phase.
+    checkpoint: str | None = None
 
 
 @dataclass
@@ -311,7 +333,7 @@ def _validate_model(cfg: SparsearchConfig) -> None:
     if m.kind == "mlp" and (not m.hidden or any(w < 1 for w in m.hidden)):
         raise ConfigError(f"model.hidden must be a non-empty list of widths >= 1, "
                           f"got {list(m.hidden)}")
-    if m.kind == "cnn" and (len(m.channels) != 3 or any(c < 1 for c in m.channels)):
+    if m.kind in ("cnn", "cnn1d") and (len(m.channels) != 3 or any(c < 1 for c in m.channels)):
         raise ConfigError(f"model.channels must be three channel counts >= 1, "
                           f"got {list(m.channels)}")
     if not 0.0 <= m.dropout < 1.0:
@@ -366,6 +388,18 @@ def validate(cfg: SparsearchConfig) -> SparsearchConfig:
     from sparsearch.search.strategies import STRATEGIES
 
     DATASETS.check(cfg.data.name)
+    if cfg.data.name == "custom" and not cfg.data.target:
+        raise ConfigError("data.target must name a function returning torch Datasets for "
+                          "data.name=custom, e.g. data.target=my_pkg.data:splits")
+    if cfg.data.augment and cfg.data.name != "imagefolder":
+        raise ConfigError(f"not supported: data.augment for data.name={cfg.data.name}; "
+                          f"allowed: imagefolder")
+    if cfg.data.workers < 0:
+        raise ConfigError(f"data.workers must be >= 0, got {cfg.data.workers}")
+    if cfg.data.max_memory_mb <= 0:
+        raise ConfigError(f"data.max_memory_mb must be > 0, got {cfg.data.max_memory_mb}")
+    if cfg.data.num_samples is not None and cfg.data.num_samples < 100:
+        raise ConfigError(f"data.num_samples must be >= 100 or null, got {cfg.data.num_samples}")
     for key in ("val_fraction", "test_fraction"):
         value = getattr(cfg.data, key)
         if not 0.0 < value < 0.5:
@@ -374,6 +408,12 @@ def validate(cfg: SparsearchConfig) -> SparsearchConfig:
     _at_least("data.limit", cfg.data.limit, 1, optional=True)
     MODELS.check(cfg.model.kind)
     _validate_model(cfg)
+    if cfg.model.options and cfg.model.kind not in ("custom", "timm"):
+        raise ConfigError(f"model.options is for model.kind=custom or timm, not "
+                          f"{cfg.model.kind}: set model.kind or drop model.options")
+    if cfg.model.target and cfg.model.kind != "custom":
+        raise ConfigError(f"model.target is for model.kind=custom (model=custom), not "
+                          f"{cfg.model.kind}")
     if cfg.train.epochs < 1:
         raise ConfigError(f"train.epochs must be >= 1, got {cfg.train.epochs}")
     if cfg.train.lr <= 0:

@@ -57,7 +57,8 @@ class EvalContext:
 
     Attributes:
         data: the dataset splits (CPU tensors).
-        model: ``{"kind": ..., **options}`` for ``sparsearch.models.create_model``.
+        model: ``{"kind": ..., **options}`` for ``sparsearch.models.create_model``, plus
+            ``checkpoint`` (a path) when the model starts from trained dense weights.
         train: default training settings (``epochs``, ``lr``, ...); the spec overrides.
         seed: seed of initialisation and data order.
         device: cpu | cuda | auto.
@@ -113,13 +114,17 @@ def _device(name: str) -> torch.device:
 
 
 def build_model(ctx: EvalContext, *, seed: int | None = None) -> nn.Module:
-    """The context's model, freshly initialised from ``seed`` (default: the context's)."""
-    from sparsearch.models import create_model
+    """The context's model, freshly initialised from ``seed`` (default: the context's), or
+    holding the context's dense checkpoint when it has one."""
+    from sparsearch.models import create_model, load_checkpoint
 
     torch.manual_seed(ctx.seed if seed is None else seed)
-    options = {k: v for k, v in ctx.model.items() if k != "kind"}
-    return create_model(ctx.model["kind"], in_shape=ctx.data.in_shape,
-                        num_classes=ctx.data.num_classes, **options)
+    options = {k: v for k, v in ctx.model.items() if k not in ("kind", "checkpoint")}
+    model = create_model(ctx.model["kind"], in_shape=ctx.data.in_shape,
+                         num_classes=ctx.data.num_classes, **options)
+    if ctx.model.get("checkpoint"):
+        load_checkpoint(model, ctx.model["checkpoint"])
+    return model
 
 
 def _settings(spec: SubnetSpec, ctx: EvalContext):
@@ -192,6 +197,7 @@ def evaluate(
             train_batches=lambda: iterate_batches(data.train, settings.batch_size,
                                                   generator=generator),
             log_metric=log, end_epoch=end_epoch,
+            pretrained=bool(ctx.model.get("checkpoint")),
         )
         recipe.run(recipe_ctx)
         accuracy, loss = accuracy_and_loss(model, iterate_batches(data.val, 1024))
@@ -220,5 +226,4 @@ def accuracy_on_test(model: nn.Module, data: DataSplits) -> float:
     from sparsearch.train import accuracy_and_loss
 
     device = next(model.parameters()).device
-    pair = (data.test[0].to(device), data.test[1].to(device))
-    return accuracy_and_loss(model, iterate_batches(pair, 1024))[0]
+    return accuracy_and_loss(model, iterate_batches(data.to(device).test, 1024))[0]

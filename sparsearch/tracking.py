@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,9 +24,9 @@ from sparsearch import mlflow_keys as keys
 
 __all__ = ["Tracker", "artifact_root_for"]
 
-SEARCH_KEY = "sparsearch.search_key"
-TRIAL_KEY = "sparsearch.trial_key"
-PARENT = "mlflow.parentRunId"
+SEARCH_KEY = keys.SEARCH_KEY
+TRIAL_KEY = keys.TRIAL_KEY
+PARENT = keys.PARENT_RUN
 # The experiment kind whose UI layout opens on runs (model training), not on GenAI traces.
 MODEL_TRAINING = "custom_model_development"
 
@@ -62,6 +63,11 @@ def _first_open_lock(uri: str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _param_name(key: Any) -> str:
+    """MLflow refuses the glob characters of layer groups (``layers.layer1.*.sparsity``)."""
+    return re.sub(r"[^\w\-. :/]", "_", str(key))
 
 
 def _param_value(value: Any) -> str:
@@ -147,7 +153,7 @@ class Tracker:
                             f"and tags.`sparsearch.role` = 'search'")
         if run_id is None:
             run = self.client.create_run(self.experiment_id, run_name=run_name, tags={
-                SEARCH_KEY: search_key, "sparsearch.role": "search", **(tags or {})})
+                SEARCH_KEY: search_key, keys.ROLE: "search", **(tags or {})})
             run_id = run.info.run_id
             self.log_params(run_id, params)
         else:
@@ -162,7 +168,7 @@ class Tracker:
         if run_id is None:
             run = self.client.create_run(self.experiment_id, run_name=run_name, tags={
                 SEARCH_KEY: search_key, TRIAL_KEY: str(trial_key), PARENT: parent_id,
-                "sparsearch.role": "trial", **{k: str(v) for k, v in (tags or {}).items()}})
+                keys.ROLE: "trial", **{k: str(v) for k, v in (tags or {}).items()}})
             run_id = run.info.run_id
         else:
             self.client.update_run(run_id, status="RUNNING")
@@ -188,7 +194,7 @@ class Tracker:
         """Logs params; logging the same values again (a resumed run) is a no-op in MLflow."""
         from mlflow.entities import Param
 
-        batch = [Param(str(k), _param_value(v)) for k, v in params.items()]
+        batch = [Param(_param_name(k), _param_value(v)) for k, v in params.items()]
         for start in range(0, len(batch), 100):
             self.client.log_batch(run_id, params=batch[start:start + 100])
 
@@ -234,6 +240,6 @@ class Tracker:
         nothing if the trial never opened a run."""
         run_id = self.trial_runs(search_key).get(trial_key)
         if run_id is not None:
-            self.set_tags(run_id, {"sparsearch.status": "failed",
-                                   "sparsearch.fail_reason": reason[:5000]})
+            self.set_tags(run_id, {keys.STATUS: "failed",
+                                   keys.FAIL_REASON: reason[:5000]})
             self.end_run(run_id, "FAILED")

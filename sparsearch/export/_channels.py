@@ -60,7 +60,7 @@ def _follow(node: fx.Node, modules: dict[str, nn.Module]
         if user.op == "output":
             return path, None, "is the model's output"
         if user.op == "call_module":
-            module = modules[user.target]
+            module = modules[str(user.target)]
             if layer_geometry(module) is not None:
                 if user.args[:1] != (current,):
                     return path, None, f"feeds {user.target} other than as its input"
@@ -85,7 +85,7 @@ def _follow(node: fx.Node, modules: dict[str, nn.Module]
         current = user
 
 
-def _dead_constant(producer: nn.Module, dead: torch.Tensor,
+def _dead_constant(producer: Any, dead: torch.Tensor,
                    path: list[tuple[str, Any, fx.Node]]) -> torch.Tensor | None:
     """What each dead channel carries into the consumer; None if pooling bends it."""
     with torch.no_grad():
@@ -109,7 +109,7 @@ def _dead_constant(producer: nn.Module, dead: torch.Tensor,
     return value
 
 
-def _keep_rows(module: nn.Module, keep: torch.Tensor) -> None:
+def _keep_rows(module: Any, keep: torch.Tensor) -> None:
     with torch.no_grad():
         module.weight = nn.Parameter(module.weight[keep].clone(), requires_grad=False)
         if module.bias is not None:
@@ -120,7 +120,7 @@ def _keep_rows(module: nn.Module, keep: torch.Tensor) -> None:
         module.out_channels = int(keep.numel())
 
 
-def _keep_bn(bn: nn.Module, keep: torch.Tensor) -> None:
+def _keep_bn(bn: Any, keep: torch.Tensor) -> None:
     with torch.no_grad():
         if bn.affine:
             bn.weight = nn.Parameter(bn.weight[keep].clone(), requires_grad=False)
@@ -131,7 +131,7 @@ def _keep_bn(bn: nn.Module, keep: torch.Tensor) -> None:
     bn.num_features = int(keep.numel())
 
 
-def _keep_columns(consumer: nn.Module, keep: torch.Tensor, dead: torch.Tensor,
+def _keep_columns(consumer: Any, keep: torch.Tensor, dead: torch.Tensor,
                   constant: torch.Tensor) -> None:
     with torch.no_grad():
         weight = consumer.weight
@@ -166,7 +166,7 @@ def _prune_one(node: fx.Node, modules: dict[str, nn.Module],
         ``("", changed module names)`` when done; ``(why not, [])`` when it kept them
         (``why`` is empty too when it had none).
     """
-    producer = modules[node.target]
+    producer: Any = modules[str(node.target)]
     rows = producer.weight.detach().reshape(producer.weight.shape[0], -1)
     dead = (rows == 0).all(dim=1)
     if not bool(dead.any()):
@@ -176,10 +176,10 @@ def _prune_one(node: fx.Node, modules: dict[str, nn.Module],
     path, consumer_node, reason = _follow(node, modules)
     if consumer_node is None:
         return reason, []
-    consumer = modules[consumer_node.target]
+    consumer: Any = modules[str(consumer_node.target)]
     # Stateless activations may be shared; a consumer or BatchNorm that shrinks may not.
-    shared = [n.target for n in (consumer_node, *(n for kind, _, n in path if kind == "bn"))
-              if calls[n.target] > 1]
+    shared = [str(n.target) for n in (consumer_node, *(n for kind, _, n in path if kind == "bn"))
+              if calls[str(n.target)] > 1]
     if shared:
         return f"feeds {shared[0]}, which is called at several places", []
     if type(consumer) is not type(producer):
@@ -197,7 +197,7 @@ def _prune_one(node: fx.Node, modules: dict[str, nn.Module],
     bns = [op for kind, op, _ in path if kind == "bn"]
     for bn in bns:
         _keep_bn(bn, keep)
-    return "", [node.target, consumer_node.target, *(names[id(bn)] for bn in bns)]
+    return "", [str(node.target), str(consumer_node.target), *(names[id(bn)] for bn in bns)]
 
 
 def prune_channels(model: nn.Module, example_input: torch.Tensor | None
@@ -268,14 +268,16 @@ def resize_layers(model: nn.Module, shapes: dict[str, dict[str, Any]]) -> None:
     for name, sizes in shapes.items():
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        old = getattr(parent, child)
+        old: Any = getattr(parent, child)
         if isinstance(old, nn.Linear):
             new: nn.Module = nn.Linear(sizes["in_features"], sizes["out_features"],
                                        bias=sizes["bias"])
         elif isinstance(old, nn.Conv2d):
-            new = nn.Conv2d(sizes["in_channels"], sizes["out_channels"], old.kernel_size,
-                            stride=old.stride, padding=old.padding, dilation=old.dilation,
-                            groups=old.groups, bias=sizes["bias"], padding_mode=old.padding_mode)
+            # Conv2d's attributes are typed tuple[int, ...]; its constructor wants pairs.
+            conv: Any = old
+            new = nn.Conv2d(sizes["in_channels"], sizes["out_channels"], conv.kernel_size,
+                            stride=conv.stride, padding=conv.padding, dilation=conv.dilation,
+                            groups=conv.groups, bias=sizes["bias"], padding_mode=conv.padding_mode)
         else:
             new = type(old)(sizes["num_features"], eps=old.eps, momentum=old.momentum,
                             affine=old.affine, track_running_stats=old.track_running_stats)

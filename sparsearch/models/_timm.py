@@ -9,7 +9,8 @@ from sparsearch.models._registry import register_model
 
 @register_model("timm")
 def timm_model(*, in_shape: tuple[int, ...], num_classes: int, name: str = "resnet18",
-               img_size: int | None = None, **_: object) -> nn.Module:
+               img_size: int | None = None, options: dict[str, object] | None = None,
+               **_: object) -> nn.Module:
     import timm
 
     if len(in_shape) != 3:
@@ -20,4 +21,10 @@ def timm_model(*, in_shape: tuple[int, ...], num_classes: int, name: str = "resn
                                  "in_chans": in_shape[0]}
     if img_size is not None:
         kwargs["img_size"] = img_size
-    return timm.create_model(name, **kwargs)
+    # The model's own keyword arguments (a ViT's patch_size, drop_rate, ...).
+    kwargs.update(options or {})
+    try:
+        return timm.create_model(name, **kwargs)
+    except TypeError as err:
+        raise ValueError(f"timm model {name!r} with model.options {sorted(options or {})}: "
+                         f"{err}") from None

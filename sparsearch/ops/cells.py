@@ -34,7 +34,7 @@ from sparsearch.ops.primitives import (
     list_primitives,
     plain_conv,
 )
-from sparsearch.ops.sparse import MaskChoice, SparseConv2d, SparseLinear
+from sparsearch.ops.sparse import MaskChoice, MaskedConv2d, MaskedLinear
 from sparsearch.ops.supernet import Supernet, layer_costs
 
 __all__ = ["CellNetwork", "CellSupernet", "Genotype", "cell_layout", "n_edges"]
@@ -113,7 +113,7 @@ class CellSupernet(Supernet):
             raise ValueError(f"the cell supernet needs image data (C, H, W), got {in_shape}")
         self.sparsities = tuple(float(s) for s in sparsities)
         self.choice = MaskChoice([Candidate("unstructured", s) for s in self.sparsities])
-        conv = partial(SparseConv2d, choice=self.choice, bias=False)
+        conv = partial(MaskedConv2d, choice=self.choice, bias=False)
         c = init_channels
         c_curr = STEM_MULTIPLIER * c
         self.stem = nn.Sequential(conv(in_shape[0], c_curr, 3, padding=1),
@@ -128,7 +128,7 @@ class CellSupernet(Supernet):
                                           reduction_prev=reduction_prev, conv=conv))
             reduction_prev = reduction
             c_pp, c_p = c_p, MULTIPLIER * c_curr
-        self.classifier = SparseLinear(c_p, num_classes, choice=self.choice)
+        self.classifier = MaskedLinear(c_p, num_classes, choice=self.choice)
         self.primitives = tuple(list_primitives())
         shape = (n_edges(), len(self.primitives))
         self.alpha_normal = nn.Parameter(1e-3 * torch.randn(shape))
@@ -140,7 +140,7 @@ class CellSupernet(Supernet):
     def _init_costs(self, example: torch.Tensor) -> None:
         """Dense cost of every (cell, edge, primitive) and of the layers outside the edges."""
         layers = {name: module for name, module in self.named_modules()
-                  if isinstance(module, (SparseConv2d, SparseLinear))}
+                  if isinstance(module, (MaskedConv2d, MaskedLinear))}
         self.choice.enabled = False
         costs = layer_costs(self, example, layers)
         self.choice.enabled = True

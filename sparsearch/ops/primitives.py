@@ -4,7 +4,7 @@ Liu, Simonyan and Yang, "DARTS: Differentiable Architecture Search" (ICLR 2019, 
 1806.09055), ``cnn/operations.py``; DASS (Mousavi et al., arXiv 2207.06968) keeps the same
 8 primitives and makes every parametric op sparse by building its convolutions with
 ``SubnetConv``. Here the convolution factory ``conv`` is an argument: the cell supernet
-passes one that builds ``SparseConv2d`` layers sharing its mask choice, the derived network
+passes one that builds ``MaskedConv2d`` layers sharing its mask choice, the derived network
 passes ``nn.Conv2d`` (then trained and pruned by a recipe like any other model).
 
 Register a primitive with ``@register_primitive(name)`` on a factory

@@ -26,10 +26,10 @@ import torch
 from torch import nn
 
 from sparsearch.ops.masks import Candidate
-from sparsearch.ops.sparse import MaskChoice, SparseWeight, attach_scores
+from sparsearch.ops.sparse import MaskChoice, ScoredWeight, attach_scores
 from sparsearch.ops.supernet import Supernet, layer_costs
 from sparsearch.sparsity.masking import prunable_layers
-from sparsearch.sparsity.plan import LayerPlan, SparsityPlan
+from sparsearch.sparsity.plan import LayerSparsity, SparsityPlan
 from sparsearch.spec import SubnetSpec
 
 __all__ = ["SpaceSupernet", "target_label"]
@@ -47,7 +47,7 @@ def target_label(spec: SubnetSpec) -> str:
     return f"{spec.pattern}{shape} {spec.allocation} @{spec.sparsity:.4g}"
 
 
-def _candidate(plan: LayerPlan) -> Candidate:
+def _candidate(plan: LayerSparsity) -> Candidate:
     if plan.pattern == "dense" or (plan.pattern != "nm" and plan.sparsity == 0.0):
         return Candidate("dense")
     if plan.pattern == "nm":
@@ -96,7 +96,7 @@ class SpaceSupernet(Supernet):
                            "flops": sum(c[1] for c in costs.values())}
         self.choices = {name: MaskChoice([_candidate(p[name]) for p in per_target])
                         for name in self.layer_names}
-        self._sparse: dict[str, SparseWeight] = {
+        self._sparse: dict[str, ScoredWeight] = {
             name: attach_scores(layers[name], self.choices[name]) for name in self.layer_names}
         self._scale = {name: self._score_scale(name) for name in self.layer_names}
         self.alpha_target = nn.Parameter(torch.zeros(len(self.targets)))

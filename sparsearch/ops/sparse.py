@@ -1,4 +1,4 @@
-"""DASS's sparse ops: SparseLinear and SparseConv2d with learned top-k score masks.
+"""DASS's sparse ops: MaskedLinear, MaskedConv1d and MaskedConv2d with learned top-k masks.
 
 Mousavi et al., "DASS: Differentiable Architecture Search for Sparse Neural Networks"
 (arXiv 2207.06968), ``DASS/layers.py`` (``SubnetConv``, ``SubnetLinear``): every
@@ -6,13 +6,13 @@ parametric op of the search space is built from these layers. The mask is HYDRA'
 (Sehwag et al., arXiv 2002.10509): ``M = TopK(|S|, k)`` with k the keep fraction, a
 straight-through backward to the scores S and the scaled score init (see ``masks``).
 
-One mechanism serves both the fixed layers and the supernets: a ``SparseWeight``
+One mechanism serves both the fixed layers and the supernets: a ``ScoredWeight``
 parametrization (``W -> W * M``) reading a ``MaskChoice``, the mask a group of layers
 applies now. A single keep fraction is a one-candidate choice; the layer-wise supernet
 gives each layer a choice over (pattern, sparsity) candidates mixed by softmax(alpha);
 the cell supernet shares one choice over keep levels between all of its layers (DASS
 prunes every layer at the same k). ``attach_scores`` puts the same parametrization on any
-existing Linear / Conv2d, so module names and forwards stay those of the model.
+existing Linear / Conv1d / Conv2d, so module names and forwards stay those of the model.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from torch.nn.utils import parametrize
 
 from sparsearch.ops.masks import Candidate, MaskCache, mixed_mask, scaled_score_init
 
-__all__ = ["MaskChoice", "SparseConv2d", "SparseLinear", "SparseWeight", "attach_scores",
-           "sparse_weights"]
+__all__ = ["MaskChoice", "MaskedConv1d", "MaskedConv2d", "MaskedLinear", "ScoredWeight",
+           "attach_scores", "sparse_weights"]
 
 
 class MaskChoice:
@@ -63,7 +63,7 @@ class MaskChoice:
         return like.new_full((len(self.candidates),), 1.0 / len(self.candidates))
 
 
-class SparseWeight(nn.Module):
+class ScoredWeight(nn.Module):
     """Parametrization ``W -> W * sum_i p_i TopK_i(|S|)`` with trainable scores ``S``."""
 
     def __init__(self, weight: torch.Tensor, choice: MaskChoice) -> None:
@@ -90,25 +90,25 @@ class SparseWeight(nn.Module):
         return weight * mask
 
 
-def attach_scores(layer: nn.Module, choice: MaskChoice) -> SparseWeight:
+def attach_scores(layer: nn.Module, choice: MaskChoice) -> ScoredWeight:
     """Makes an existing Linear / Conv2d sparse: its weight becomes ``W * M(S)``."""
-    sparse = SparseWeight(layer.weight, choice)
+    sparse = ScoredWeight(layer.weight, choice)
     parametrize.register_parametrization(layer, "weight", sparse, unsafe=True)
     return sparse
 
 
-def sparse_weights(model: nn.Module) -> dict[str, SparseWeight]:
-    """Every SparseWeight of ``model``, by the name of the layer it masks."""
+def sparse_weights(model: nn.Module) -> dict[str, ScoredWeight]:
+    """Every ScoredWeight of ``model``, by the name of the layer it masks."""
     out = {}
     for name, module in model.named_modules():
         if parametrize.is_parametrized(module, "weight"):
             for p in module.parametrizations.weight:
-                if isinstance(p, SparseWeight):
+                if isinstance(p, ScoredWeight):
                     out[name] = p
     return out
 
 
-class SparseLinear(nn.Linear):
+class MaskedLinear(nn.Linear):
     """A Linear whose weight is masked by learned top-k scores (DASS's SparseLinear).
 
     Args:
@@ -123,11 +123,11 @@ class SparseLinear(nn.Linear):
         attach_scores(self, choice or MaskChoice.keep_fraction(keep))
 
     @property
-    def sparse(self) -> SparseWeight:
+    def sparse(self) -> ScoredWeight:
         return self.parametrizations.weight[0]
 
 
-class SparseConv2d(nn.Conv2d):
+class MaskedConv2d(nn.Conv2d):
     """A Conv2d whose weight is masked by learned top-k scores (DASS's SparseConv).
 
     Args:
@@ -143,5 +143,25 @@ class SparseConv2d(nn.Conv2d):
         attach_scores(self, choice or MaskChoice.keep_fraction(keep))
 
     @property
-    def sparse(self) -> SparseWeight:
+    def sparse(self) -> ScoredWeight:
+        return self.parametrizations.weight[0]
+
+
+class MaskedConv1d(nn.Conv1d):
+    """A Conv1d whose weight is masked by learned top-k scores (DASS's SparseConv in 1-D).
+
+    Args:
+        in_channels, out_channels, kernel_size: as ``nn.Conv1d``.
+        keep: keep fraction k (1.0 = dense), used when no ``choice`` is given.
+        choice: a MaskChoice shared with other layers (overrides ``keep``).
+        **conv: stride, padding, dilation, groups, bias of ``nn.Conv1d``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, *,
+                 keep: float = 1.0, choice: MaskChoice | None = None, **conv: Any) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, **conv)
+        attach_scores(self, choice or MaskChoice.keep_fraction(keep))
+
+    @property
+    def sparse(self) -> ScoredWeight:
         return self.parametrizations.weight[0]

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from sparsearch.ops.sparse import SparseWeight, sparse_weights
+from sparsearch.ops.sparse import ScoredWeight, sparse_weights
 
 __all__ = ["PHASES", "Supernet", "layer_costs"]
 
@@ -67,7 +67,7 @@ class Supernet(nn.Module, ABC):
         """softmax(alpha) of a decision (ignoring overrides), detached."""
         return torch.softmax(self.alpha(decision).detach(), dim=0)
 
-    def sparse_layers(self) -> dict[str, SparseWeight]:
+    def sparse_layers(self) -> dict[str, ScoredWeight]:
         return sparse_weights(self)
 
     def score_parameters(self) -> list[nn.Parameter]:

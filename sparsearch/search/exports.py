@@ -13,10 +13,13 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from typing import Any
+from typing import TYPE_CHECKING
 
 from sparsearch.search.report import SearchReport
 from sparsearch.search.setup import SearchSetup
+
+if TYPE_CHECKING:
+    from sparsearch.tracking import Tracker
 
 __all__ = ["export_front", "registered_name"]
 
@@ -26,7 +29,8 @@ def registered_name(setup: SearchSetup) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "-", f"{setup.experiment}-{setup.cfg.search.strategy}")
 
 
-def export_front(setup: SearchSetup, report: SearchReport, *, tracker: Any) -> dict[int, str]:
+def export_front(setup: SearchSetup, report: SearchReport, *,
+                 tracker: Tracker) -> dict[int, str]:
     """Exports (and registers) every Pareto subnet; returns rank -> export directory."""
     from sparsearch.export import log_export, save
     from sparsearch.search.trial import load_trial_model

@@ -10,12 +10,18 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sparsearch import mlflow_keys as keys
+from sparsearch.evaluate import EvalContext
 from sparsearch.pareto import hypervolume, pareto_front
 from sparsearch.search.setup import SearchSetup
 from sparsearch.search.study import trial_key
+
+if TYPE_CHECKING:
+    import optuna
+
+    from sparsearch.tracking import Tracker
 
 __all__ = ["EarlyStopping", "FrontEntry", "SearchReport", "default_reference",
            "describe_search", "early_stopping", "finalize_search"]
@@ -114,6 +120,18 @@ def default_reference(metric: str, dense: dict[str, float], num_classes: int) ->
     return float(value)
 
 
+def checkpoint_metrics(ctx: EvalContext) -> dict[str, float]:
+    """Val and test accuracy of the dense checkpoint as loaded, before any training."""
+    from sparsearch.data import iterate_batches
+    from sparsearch.evaluate import accuracy_on_test, build_model
+    from sparsearch.train import accuracy_and_loss
+
+    model = build_model(ctx)
+    accuracy, loss = accuracy_and_loss(model, iterate_batches(ctx.data.val, 1024))
+    return {"checkpoint_accuracy": accuracy, "checkpoint_loss": loss,
+            "checkpoint_test_accuracy": accuracy_on_test(model, ctx.data)}
+
+
 def dense_baseline(setup: SearchSetup) -> dict[str, float]:
     """Trains the dense model once per run dir (cached in dense.json): the yardstick."""
     from sparsearch.evaluate import accuracy_on_test, evaluate
@@ -126,6 +144,10 @@ def dense_baseline(setup: SearchSetup) -> dict[str, float]:
     if model is None:
         raise RuntimeError(f"the dense baseline failed: {result.reason}")
     dense = {**result.metrics, "test_accuracy": accuracy_on_test(model, setup.ctx.data)}
+    if setup.ctx.model.get("checkpoint"):
+        # The user's weights as loaded, beside the same weights after the trials' budget of
+        # dense fine-tuning (the baseline above): both are yardsticks.
+        dense.update(checkpoint_metrics(setup.ctx))
     path.write_text(json.dumps(dense, indent=1))
     return dense
 
@@ -162,7 +184,8 @@ def _plot(path: Path, setup: SearchSetup, points: list[list[float]], front: list
     plt.close(fig)
 
 
-def finalize_search(setup: SearchSetup, study: Any, *, tracker: Any, parent_run_id: str,
+def finalize_search(setup: SearchSetup, study: optuna.Study, *, tracker: Tracker,
+                    parent_run_id: str,
                     dense: dict[str, float]) -> SearchReport:
     """Derives the front, scores its subnets on test, tags runs, writes pareto.json/png."""
     from optuna.trial import TrialState
@@ -196,7 +219,7 @@ def finalize_search(setup: SearchSetup, study: Any, *, tracker: Any, parent_run_
     for rank, i in enumerate(front):
         t = complete[i]
         key = trial_key(t)
-        metrics = dict(t.user_attrs.get("sparsearch.metrics", {}))
+        metrics = dict(t.user_attrs.get(keys.METRICS, {}))
         cached = trial_dir(setup.run_dir, key) / "test.json"
         if cached.exists():
             metrics["test_accuracy"] = json.loads(cached.read_text())["test_accuracy"]

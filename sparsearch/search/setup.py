@@ -11,12 +11,14 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from torch import nn
+
 from sparsearch.config import ConfigError, SparsearchConfig, parse_objectives
 from sparsearch.data import DataSplits
 from sparsearch.evaluate import EvalContext
 from sparsearch.space import SearchSpace
 
-__all__ = ["SearchSetup", "load_data", "prepare_search"]
+__all__ = ["SearchSetup", "check_input_shape", "load_data", "prepare_search"]
 
 
 @dataclass
@@ -57,11 +59,13 @@ def load_data(cfg: SparsearchConfig) -> DataSplits:
     d = cfg.data
     loader = DATASETS.get(d.name)
     params = inspect.signature(loader).parameters
-    # What the loader takes of the optional settings (a generated set has no image size).
-    options = {k: v for k, v in {"image_size": d.image_size, "limit": d.limit}.items()
-               if k in params}
-    common = {"val_fraction": d.val_fraction, "test_fraction": d.test_fraction,
-              "seed": d.split_seed, **options}
+    # What the loader takes of the settings (a generated set has no image size, a user's
+    # own no root, only an image folder streams).
+    settings = {"val_fraction": d.val_fraction, "test_fraction": d.test_fraction,
+                "seed": d.split_seed, "image_size": d.image_size, "limit": d.limit,
+                "num_samples": d.num_samples, "target": d.target,
+                "max_memory_mb": d.max_memory_mb, "workers": d.workers, "augment": d.augment}
+    common = {k: v for k, v in settings.items() if k in params}
     if "root" not in params:
         return loader(**common)
     if not d.root:
@@ -74,16 +78,61 @@ def load_data(cfg: SparsearchConfig) -> DataSplits:
 def _model_options(cfg: SparsearchConfig) -> dict[str, object]:
     m = cfg.model
     if m.kind == "mlp":
-        return {"kind": "mlp", "hidden": list(m.hidden), "dropout": m.dropout}
-    if m.kind == "cnn":
-        return {"kind": "cnn", "channels": list(m.channels)}
-    if m.kind != "timm":
+        options: dict[str, object] = {"kind": "mlp", "hidden": list(m.hidden),
+                                      "dropout": m.dropout}
+    elif m.kind in ("cnn", "cnn1d"):
+        options = {"kind": m.kind, "channels": list(m.channels)}
+    elif m.kind == "custom":
+        options = {"kind": "custom", "target": m.target, "options": dict(m.options)}
+    elif m.kind == "timm":
+        options = {"kind": "timm", "name": m.name}
+        if m.img_size is not None:
+            options["img_size"] = m.img_size
+        if m.options:
+            options["options"] = dict(m.options)
+    else:
         # A model of the catalogue without options in the config (a plug-in's own).
-        return {"kind": m.kind}
-    options: dict[str, object] = {"kind": "timm", "name": m.name}
-    if m.img_size is not None:
-        options["img_size"] = m.img_size
+        options = {"kind": m.kind}
+    if m.checkpoint:
+        path = Path(m.checkpoint).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"model.checkpoint {m.checkpoint!r} does not exist")
+        # Absolute: Ray workers need not share this process's working directory.
+        options["checkpoint"] = str(path.resolve())
     return options
+
+
+def _model_name(cfg: SparsearchConfig) -> str:
+    m = cfg.model
+    return {"timm": f"timm {m.name}", "custom": f"{m.target}"}.get(m.kind, m.kind)
+
+
+def check_input_shape(model: nn.Module, data: DataSplits, *, name: str) -> None:
+    """One forward pass of two val samples: the model must take them and give class logits.
+
+    Raises:
+        ConfigError: naming the model, the input shape and the model's own message.
+    """
+    import torch
+
+    sample = data.val[0][:2]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(sample)
+    except Exception as err:  # noqa: BLE001  (any model's own error is reported, not raised)
+        text = str(err).strip().splitlines()
+        message = f"{type(err).__name__}: {text[0] if text else ''}".rstrip(": ")
+        raise ConfigError(f"model {name} cannot take the input shape {tuple(data.in_shape)} of "
+                          f"data.name={data.name}: {message}") from None
+    finally:
+        model.train(was_training)
+    expected = (len(sample), data.num_classes)
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != expected:
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ConfigError(f"model {name} on input shape {tuple(data.in_shape)} returns {got}, "
+                          f"not (batch, {data.num_classes}) logits for data.name={data.name}")
 
 
 def prepare_search(cfg: SparsearchConfig, run_dir: Path) -> SearchSetup:
@@ -112,6 +161,7 @@ def prepare_search(cfg: SparsearchConfig, run_dir: Path) -> SearchSetup:
         # A factory that needs options the config does not give (darts_cell's genotype).
         raise ConfigError(f"not supported: model.kind={cfg.model.kind} from the config "
                           f"({err})") from None
+    check_input_shape(model, data, name=_model_name(cfg))
     space.check_layers(prunable_layers(model))
     study_name = cfg.search.study_name or cfg.name
     # The same run dir and study is the same search: that is what makes a rerun a resume.

@@ -10,19 +10,24 @@ parameters and the same trial key, so their MLflow run is reused.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from sparsearch import mlflow_keys as keys
+
+if TYPE_CHECKING:
+    import optuna
 
 from sparsearch.config import ConfigError
 
 __all__ = ["RETRY_OF", "STALE", "budget_used", "open_study", "recover_stale", "trial_key"]
 
-STALE = "sparsearch.stale"
-RETRY_OF = "sparsearch.retry_of"
-REASON = "sparsearch.fail_reason"
+STALE = keys.STALE
+RETRY_OF = keys.RETRY_OF
+REASON = keys.FAIL_REASON
 
 
-def open_study(*, name: str, storage: str | None, run_dir: Path, sampler: Any,
-               directions: list[str]) -> Any:
+def open_study(*, name: str, storage: str | None, run_dir: Path,
+               sampler: optuna.samplers.BaseSampler, directions: list[str]) -> optuna.Study:
     """Creates the study or loads it when it exists (``directions``: max/min)."""
     import optuna
 
@@ -44,7 +49,7 @@ def trial_key(trial: Any) -> int:
     return int(trial.user_attrs.get(RETRY_OF, trial.number))
 
 
-def recover_stale(study: Any) -> int:
+def recover_stale(study: optuna.Study) -> int:
     """Fails RUNNING trials of a killed run and enqueues them again; returns how many."""
     from optuna.trial import TrialState
 
@@ -60,7 +65,7 @@ def recover_stale(study: Any) -> int:
     return len(stale)
 
 
-def budget_used(study: Any) -> int:
+def budget_used(study: optuna.Study) -> int:
     """Finished trials that count against ``search.n_trials`` (stale attempts do not)."""
     from optuna.trial import TrialState
 

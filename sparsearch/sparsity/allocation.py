@@ -89,7 +89,7 @@ def allocate(
         model: the model; ``global`` reads its current weights.
         sparsity: global target in [0, 1), weighted by each layer's number of weights.
         method: one of ``list_allocations()``.
-        layers: names of the Linear/Conv2d layers to allocate over (default: all of
+        layers: names of the Linear/Conv1d/Conv2d layers to allocate over (default: all of
             ``prunable_layers(model)``); other layers are not in the result.
         **options: the method's options (``allocation_options(method)``).
 
@@ -114,7 +114,7 @@ def allocate(
         wanted = list(layers)
         missing = [name for name in wanted if name not in prunable]
         if missing:
-            raise ValueError(f"layers: {missing[0]!r} is not a Linear/Conv2d layer of the "
+            raise ValueError(f"layers: {missing[0]!r} is not a Linear/Conv1d/Conv2d layer of the "
                              f"model; prunable layers: {list(prunable)}")
         chosen = set(wanted)
         selected = {name: module for name, module in prunable.items() if name in chosen}
@@ -185,7 +185,8 @@ def erk_densities(
     """Erdos-Renyi-Kernel densities (RigL) that meet a global sparsity target.
 
     Args:
-        shapes: weight shape per layer (``[out, in]`` or ``[out, in, kh, kw]``).
+        shapes: weight shape per layer (``[out, in]``, ``[out, in, k]`` or
+            ``[out, in, kh, kw]``).
         sparsity: global target in [0, 1), weighted by layer size.
         power: exponent on the raw density ``sum(shape) / prod(shape)`` (RigL's
             ``erk_power_scale``; 0 gives uniform).

@@ -22,6 +22,10 @@ __all__ = [
 ]
 
 
+# Layers whose weight is pruned; any other module of a model stays dense.
+PRUNABLE_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d)
+
+
 class WeightMask(nn.Module):
     """Parametrization ``w -> w * mask`` (the mask is a buffer, so it moves with the model)."""
 
@@ -34,11 +38,11 @@ class WeightMask(nn.Module):
 
 
 def prunable_layers(model: nn.Module) -> dict[str, nn.Module]:
-    """The Linear and Conv2d layers of ``model`` by module name, in definition order."""
+    """The Linear, Conv1d and Conv2d layers of ``model`` by module name, in definition order."""
     return {
         name: module
         for name, module in model.named_modules()
-        if isinstance(module, (nn.Linear, nn.Conv2d))
+        if isinstance(module, PRUNABLE_TYPES)
     }
 
 

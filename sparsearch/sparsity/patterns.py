@@ -10,7 +10,7 @@ of the same shape (True = kept), chosen by magnitude. Patterns form a small regi
   Scratch", ICLR 2021, arXiv 2102.04010): at most N non-zeros in every group of M
   consecutive weights along the reduction (input) dimension. For Conv2d the groups run
   along input channels at each kernel position (SR-STE's NHWC variant, the layout of
-  hardware 2:4). When the input size is not a multiple of M, the last incomplete group
+  hardware 2:4); Conv1d the same at each of its kernel taps. When the input size is not a multiple of M, the last incomplete group
   (fewer than M weights) stays dense and is counted as kept.
 - block(h, w): whole h x w tiles of the 2-D view ``[out, in * kh * kw]`` (the layout a
   BSR kernel stores), ranked by L2 norm. Tiles start at index 0; where the shape is not a
@@ -18,7 +18,7 @@ of the same shape (True = kept), chosen by magnitude. Patterns form a small regi
   scaled to a full tile (their root-mean-square times sqrt(h * w)), so a cut tile is
   neither favoured nor penalised for being small. This is the ranking of
   ``torch.ao.pruning.WeightNormSparsifier`` (mean of w^2 over each tile).
-- channel: whole output rows (Linear) or output channels (Conv2d), ranked by L2 norm.
+- channel: whole output rows (Linear) or output channels (Conv1d, Conv2d), ranked by L2 norm.
 
 Counts are exact: ``round(sparsity * units)`` units (weights, tiles or rows) are pruned,
 ties broken by position.
@@ -74,17 +74,19 @@ def unstructured_mask(weight: torch.Tensor, sparsity: float) -> torch.Tensor:
 
 
 def _to_groups_layout(weight: torch.Tensor) -> torch.Tensor:
-    """Moves the reduction dimension last: [O, I] stays, [O, I, kh, kw] -> [O, kh, kw, I]."""
-    if weight.dim() == 4:
-        return weight.permute(0, 2, 3, 1)
+    """Moves the input dimension last: [O, I] stays, [O, I, k] -> [O, k, I],
+    [O, I, kh, kw] -> [O, kh, kw, I]."""
+    if weight.dim() in (3, 4):
+        return weight.movedim(1, -1)
     if weight.dim() == 2:
         return weight
-    raise ValueError(f"N:M masks need a 2-D or 4-D weight, got shape {tuple(weight.shape)}")
+    raise ValueError(f"N:M masks need a 2-D, 3-D or 4-D weight, got shape "
+                     f"{tuple(weight.shape)}")
 
 
 def _from_groups_layout(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    if like.dim() == 4:
-        return mask.permute(0, 3, 1, 2).contiguous()
+    if like.dim() in (3, 4):
+        return mask.movedim(-1, 1).contiguous()
     return mask
 
 
@@ -92,7 +94,8 @@ def nm_mask(weight: torch.Tensor, n: int, m: int) -> torch.Tensor:
     """Keeps the N largest |w| of every M consecutive weights along the input dimension.
 
     Args:
-        weight: a Linear ``[out, in]`` or Conv2d ``[out, in, kh, kw]`` weight.
+        weight: a Linear ``[out, in]``, Conv1d ``[out, in, k]`` or Conv2d
+            ``[out, in, kh, kw]`` weight.
         n: weights kept per group.
         m: group size; ``0 < n < m``.
 
@@ -126,7 +129,7 @@ def block_mask(weight: torch.Tensor, sparsity: float, *, block: tuple[int, int])
     """Prunes whole ``h x w`` tiles of the ``[out, in * kh * kw]`` view by L2 norm.
 
     Args:
-        weight: a weight with 2 or more dims (Linear, Conv2d).
+        weight: a weight with 2 or more dims (Linear, Conv1d, Conv2d).
         sparsity: fraction of tiles pruned; exactly ``round(sparsity * tiles)`` tiles go,
             where ``tiles = ceil(out / h) * ceil(cols / w)`` counts the cut edge tiles too.
         block: tile shape ``(h, w)`` in rows x columns of the 2-D view.
@@ -235,7 +238,8 @@ def layer_mask(
     """The keep-mask of one layer for a named pattern.
 
     Args:
-        weight: the layer's weight (Linear ``[out, in]`` or Conv2d ``[out, in, kh, kw]``).
+        weight: the layer's weight (Linear ``[out, in]``, Conv1d ``[out, in, k]`` or Conv2d
+            ``[out, in, kh, kw]``).
         pattern: one of ``list_patterns()``.
         sparsity: fraction pruned, in [0, 1); not used by ``dense`` and ``nm`` (N:M fixes
             its own sparsity, 1 - N/M).

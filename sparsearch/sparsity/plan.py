@@ -21,11 +21,11 @@ from torch import nn
 from sparsearch.sparsity.masking import prunable_layers
 from sparsearch.spec import SubnetSpec, parse_block, parse_nm
 
-__all__ = ["LayerPlan", "SparsityPlan"]
+__all__ = ["LayerSparsity", "SparsityPlan"]
 
 
 @dataclass(frozen=True)
-class LayerPlan:
+class LayerSparsity:
     """What one layer will become: pattern, final sparsity, N:M or block shape."""
 
     name: str
@@ -74,7 +74,7 @@ class SparsityPlan:
             options["sparsities"] = sparsities
         return options
 
-    def layers(self, model: nn.Module) -> dict[str, LayerPlan]:
+    def layers(self, model: nn.Module) -> dict[str, LayerSparsity]:
         """Final per-layer plan; global allocation reads the model's current weights."""
         from sparsearch.sparsity.allocation import allocate
 
@@ -94,7 +94,7 @@ class SparsityPlan:
                 sparsity = 1.0 - nm[0] / nm[1]
             else:
                 sparsity = self._fixed.get(name, allocated.get(name, 0.0))
-            plans[name] = LayerPlan(name, pattern, sparsity, nm, block)
+            plans[name] = LayerSparsity(name, pattern, sparsity, nm, block)
         return plans
 
     def masks(self, model: nn.Module, *, fraction: float = 1.0) -> dict[str, torch.Tensor]:

@@ -7,7 +7,7 @@ from functools import partial
 import pytest
 import torch
 
-from sparsearch.ops import MaskChoice, MixedOp, SparseConv2d, create_primitive, list_primitives
+from sparsearch.ops import MaskChoice, MaskedConv2d, MixedOp, create_primitive, list_primitives
 from sparsearch.ops.primitives import plain_conv
 
 DARTS_PRIMITIVES = ["none", "max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3",
@@ -21,12 +21,12 @@ def test_the_eight_darts_primitives_are_registered_in_order():
 @pytest.mark.parametrize("name", list_primitives())
 @pytest.mark.parametrize("stride", [1, 2])
 def test_primitive_shapes_dense_and_sparse(name, stride):
-    sparse = partial(SparseConv2d, choice=MaskChoice.keep_fraction(0.5), bias=False)
+    sparse = partial(MaskedConv2d, choice=MaskChoice.keep_fraction(0.5), bias=False)
     x = torch.randn(2, 6, 8, 8)
     for conv in (plain_conv, sparse):
         op = create_primitive(name, 6, stride, conv=conv)
         assert op(x).shape == (2, 6, 8 // stride, 8 // stride)
-    parametric = [m for m in op.modules() if isinstance(m, SparseConv2d)]
+    parametric = [m for m in op.modules() if isinstance(m, MaskedConv2d)]
     assert bool(parametric) == (name.endswith(("conv_3x3", "conv_5x5"))
                                 or name == "skip_connect" and stride == 2)
 

@@ -189,7 +189,7 @@ def test_registry_and_options() -> None:
     ((0.5, "erk"), {"alpha": 1}, "has no option 'alpha'"),
     ((0.5, "erk"), {"power": -1.0}, "erk.power"),
     ((0.5, "global"), {"min_threshold": 100.0}, "min_threshold"),
-    ((0.5, "uniform"), {"layers": ["nope"]}, "'nope' is not a Linear/Conv2d"),
+    ((0.5, "uniform"), {"layers": ["nope"]}, "'nope' is not a Linear/Conv1d/Conv2d"),
     ((0.5, "uniform"), {"layers": []}, "at least one"),
     ((0.5, "layerwise"), {"sparsities": {"fc1": 1.5}}, r"sparsities\['fc1'\]"),
     ((0.5, "layerwise"), {"sparsities": {"nope": 0.5}}, "'nope' is not one of"),

@@ -15,7 +15,7 @@ from torch.nn import functional as F
 from sparsearch.data import DataSplits, iterate_batches
 from sparsearch.models import create_model
 from sparsearch.sparsity import current_masks, nm_mask, prunable_layers
-from sparsearch.sparsity.plan import LayerPlan, SparsityPlan
+from sparsearch.sparsity.plan import LayerSparsity, SparsityPlan
 from sparsearch.sparsity.recipes import RecipeContext, create_recipe, list_recipes
 from sparsearch.sparsity.recipes._dynamic_mask import (
     attach_dynamic_masks,
@@ -149,7 +149,7 @@ def test_sr_ste_adds_lambda_w_times_pruned_weight_to_the_update() -> None:
 
     lambda_w, lr = 0.5, 0.1
     model = nn.Sequential(layer)
-    plan = LayerPlan("0", "nm", 0.5, nm=(2, 4))
+    plan = LayerSparsity("0", "nm", 0.5, nm=(2, 4))
     attach_dynamic_masks(model, {"0": plan}, decay=lambda_w)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
     F.cross_entropy(model(x), y).backward()
@@ -169,7 +169,7 @@ def test_mdgf_scales_pruned_weights_by_alpha() -> None:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(8, 4))
     w = model[0].weight.detach().clone()
-    handles = attach_dynamic_masks(model, {"0": LayerPlan("0", "nm", 0.75, nm=(1, 4))})
+    handles = attach_dynamic_masks(model, {"0": LayerSparsity("0", "nm", 0.75, nm=(1, 4))})
     handles["0"].alpha = 0.25
     keep = nm_mask(w, 1, 4)
     assert torch.allclose(model[0].weight, torch.where(keep, w, 0.25 * w))
@@ -182,7 +182,7 @@ def test_sdgf_frames_and_their_masks() -> None:
     assert nm_frames(1, 8, schedule="geometric") == [(8, 64), (4, 32), (2, 16), (1, 8)]
     recipe = create_recipe("sdgf")
     model = nn.Sequential(nn.Linear(16, 4))
-    plans = {"0": LayerPlan("0", "nm", 0.875, nm=(1, 8))}
+    plans = {"0": LayerSparsity("0", "nm", 0.875, nm=(1, 8))}
     handles = attach_dynamic_masks(model, plans)
     for progress, kept in [(0.0, 7), (0.3, 4), (0.6, 2), (0.99, 1)]:
         recipe.set_progress(handles, plans, progress)

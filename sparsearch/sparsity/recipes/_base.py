@@ -1,6 +1,7 @@
 """The Recipe contract: how a subnet is trained, as a registry of small classes.
 
-A recipe receives a freshly initialised dense model and a RecipeContext, trains the model in
+A recipe receives a dense model (freshly initialised, or the user's trained checkpoint:
+``ctx.pretrained``) and a RecipeContext, trains the model in
 place for ``ctx.settings.epochs`` epochs in all, and leaves the final masks applied (with
 ``sparsearch.sparsity.masking.apply_masks``), so that the model's forward is the subnet.
 Searchable knobs are declared in ``knobs`` with their defaults; a space file addresses them
@@ -46,6 +47,8 @@ class RecipeContext:
         settings: epochs, lr, optimiser, batch size.
         train_batches: returns one epoch of shuffled training batches.
         log_metric: ``log_metric(key, value, epoch)``, e.g. the mask-flip rate per epoch.
+        pretrained: the model holds trained dense weights (``model.checkpoint``): recipes
+            skip their dense-training phase and start pruning at once.
         end_epoch: called by the recipe after each of its epochs, with the masks of that
             point applied: the evaluator measures the val split there and reports to the
             scheduler, which may stop the trial (it raises ``TrialStopped``).
@@ -57,6 +60,7 @@ class RecipeContext:
     settings: TrainSettings
     train_batches: Callable[[], Iterable[Batch]]
     log_metric: Callable[[str, float, int], None]
+    pretrained: bool = False
     end_epoch: Callable[[], None] = field(default=lambda: None)
 
     def optimizer(self, params: Iterable[nn.Parameter] | None = None) -> torch.optim.Optimizer:
@@ -78,6 +82,11 @@ class Recipe(ABC):
             raise ValueError(f"recipe {self.name} has no knob {sorted(unknown)[0]!r}; "
                              f"allowed: {sorted(self.knobs)}")
         self.options = {**self.knobs, **knobs}
+
+    def dense_phase(self, ctx: RecipeContext, knob: str) -> float:
+        """The knob that sets the share of dense training first; 0 from a trained checkpoint
+        (one-shot and gradual pruning in the papers start from a trained dense network)."""
+        return 0.0 if ctx.pretrained else float(self.options[knob])
 
     @abstractmethod
     def run(self, ctx: RecipeContext) -> None:

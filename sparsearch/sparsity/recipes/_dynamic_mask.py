@@ -19,7 +19,7 @@ from torch.nn.utils import parametrize
 
 from sparsearch.sparsity.masking import WeightMask, prunable_layers
 from sparsearch.sparsity.patterns import layer_mask
-from sparsearch.sparsity.plan import LayerPlan
+from sparsearch.sparsity.plan import LayerSparsity
 
 __all__ = [
     "DynamicMask",
@@ -61,7 +61,7 @@ class DynamicMask(nn.Module):
         mask: the last computed keep-mask (bool buffer).
     """
 
-    def __init__(self, plan: LayerPlan, like: torch.Tensor, *, decay: float = 0.0) -> None:
+    def __init__(self, plan: LayerSparsity, like: torch.Tensor, *, decay: float = 0.0) -> None:
         super().__init__()
         self.plan = plan
         self.alpha = 0.0
@@ -76,7 +76,7 @@ class DynamicMask(nn.Module):
         return _FlowMask.apply(weight, self.mask.to(weight.dtype), self.alpha, self.decay)
 
 
-def attach_dynamic_masks(model: nn.Module, plans: dict[str, LayerPlan], *,
+def attach_dynamic_masks(model: nn.Module, plans: dict[str, LayerSparsity], *,
                          decay: float = 0.0) -> dict[str, DynamicMask]:
     """Puts a DynamicMask on every non-dense planned layer; returns them by layer name."""
     layers = prunable_layers(model)
@@ -97,7 +97,7 @@ def detach_dynamic_masks(model: nn.Module, handles: dict[str, DynamicMask]) -> N
         parametrize.remove_parametrizations(layers[name], "weight", leave_parametrized=False)
 
 
-def plan_masks(model: nn.Module, plans: dict[str, LayerPlan]) -> dict[str, torch.Tensor]:
+def plan_masks(model: nn.Module, plans: dict[str, LayerSparsity]) -> dict[str, torch.Tensor]:
     """Magnitude masks of the planned layers from their current dense weights."""
     layers = prunable_layers(model)
     return {name: layer_mask(layers[name].weight, pattern=lp.pattern, sparsity=lp.sparsity,
@@ -116,8 +116,8 @@ def live_masks(model: nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
-def with_sparsity(plan: LayerPlan, *, sparsity: float | None = None,
-                  nm: tuple[int, int] | None = None) -> LayerPlan:
+def with_sparsity(plan: LayerSparsity, *, sparsity: float | None = None,
+                  nm: tuple[int, int] | None = None) -> LayerSparsity:
     """The same layer plan at another sparsity or N:M (for schedules)."""
     if nm is not None:
         return replace(plan, nm=nm, sparsity=1.0 - nm[0] / nm[1])

@@ -14,7 +14,7 @@ from __future__ import annotations
 from abc import abstractmethod
 
 from sparsearch.sparsity.masking import apply_masks
-from sparsearch.sparsity.plan import LayerPlan
+from sparsearch.sparsity.plan import LayerSparsity
 from sparsearch.sparsity.recipes._base import Recipe, RecipeContext, mask_flip_rate
 from sparsearch.sparsity.recipes._dynamic_mask import (
     DynamicMask,
@@ -36,14 +36,14 @@ class ProgressiveRecipe(Recipe):
         """Checks the subclass's own knobs (raises ValueError)."""
 
     @abstractmethod
-    def set_progress(self, handles: dict[str, DynamicMask], plans: dict[str, LayerPlan],
+    def set_progress(self, handles: dict[str, DynamicMask], plans: dict[str, LayerSparsity],
                      progress: float | None) -> None:
         """Sets every DynamicMask for ``progress`` in [0, 1] (None: the dense phase)."""
 
     def run(self, ctx: RecipeContext) -> None:
         self.validate()
         n_dense, n_sparse, n_tune = split_phases(
-            ctx.settings.epochs, dense=float(self.options["dense"]),
+            ctx.settings.epochs, dense=self.dense_phase(ctx, "dense"),
             fine_tune=float(self.options["fine_tune"]), recipe=self.name)
         steps_per_epoch = sum(1 for _ in ctx.train_batches())
         sparse_start, sparse_steps = n_dense * steps_per_epoch, n_sparse * steps_per_epoch

@@ -3,7 +3,8 @@
 "To prune, or not to prune" (Zhu & Gupta 2017, arXiv 1710.01878):
 s_t = s_f + (s_i - s_f) * (1 - (t - t_0) / (n * dt))^3 with s_i = 0, masks recomputed by
 magnitude every dt steps; pruned weights are held at zero and stay pruned (no regrowth). N:M
-layers walk through coarser N':M patterns towards the final N:M on the same schedule.
+layers walk through coarser N':M patterns towards the final N:M on the same schedule. From a
+trained checkpoint the schedule starts at step 0 (t_0 = 0).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ class Gradual(Recipe):
         epochs = ctx.settings.epochs
         steps_per_epoch = sum(1 for _ in ctx.train_batches())
         total = epochs * steps_per_epoch
-        start = int(total * float(self.options["start"]))
+        start = int(total * self.dense_phase(ctx, "start"))
         end = max(start + 1, int(total * float(self.options["end"])))
         frequency = int(self.options["frequency"]) or max(1, (end - start) // 100)
         optimizer = ctx.optimizer()

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 
-from sparsearch.sparsity.plan import LayerPlan
+from sparsearch.sparsity.plan import LayerSparsity
 from sparsearch.sparsity.recipes._base import register_recipe
 from sparsearch.sparsity.recipes._dynamic_mask import DynamicMask
 from sparsearch.sparsity.recipes._progressive import ProgressiveRecipe
@@ -46,7 +46,7 @@ class MDGF(ProgressiveRecipe):
         if not float(self.options["k"]) >= 0.0:
             raise ValueError(f"mdgf.k must be >= 0, got {self.options['k']!r}")
 
-    def set_progress(self, handles: dict[str, DynamicMask], plans: dict[str, LayerPlan],
+    def set_progress(self, handles: dict[str, DynamicMask], plans: dict[str, LayerSparsity],
                      progress: float | None) -> None:
         alpha = 1.0 if progress is None else mask_decay(
             progress, decay=str(self.options["decay"]), k=float(self.options["k"]))

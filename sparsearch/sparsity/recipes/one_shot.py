@@ -1,6 +1,7 @@
 """one_shot: train dense, prune once by magnitude, fine-tune with the mask fixed.
 
-The classic train-prune-finetune pipeline (Han et al. 2015; NVIDIA ASP for N:M).
+The classic train-prune-finetune pipeline (Han et al. 2015; NVIDIA ASP for N:M). From a
+trained checkpoint it prunes at step 0 and fine-tunes for all the epochs.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ class OneShot(Recipe):
 
     def run(self, ctx: RecipeContext) -> None:
         epochs = ctx.settings.epochs
-        dense_epochs = min(epochs - 1, max(0, round(epochs * float(self.options["prune_at"]))))
+        prune_at = self.dense_phase(ctx, "prune_at")
+        dense_epochs = min(epochs - 1, max(0, round(epochs * prune_at)))
         optimizer = ctx.optimizer()
         for _ in range(dense_epochs):
             train_epoch(ctx.model, ctx.train_batches(), optimizer)

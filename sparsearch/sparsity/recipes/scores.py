@@ -23,7 +23,7 @@ from torch.nn.utils import parametrize
 
 from sparsearch.sparsity.masking import apply_masks, current_masks, prunable_layers
 from sparsearch.sparsity.patterns import layer_mask
-from sparsearch.sparsity.plan import LayerPlan
+from sparsearch.sparsity.plan import LayerSparsity
 from sparsearch.sparsity.recipes._base import Recipe, RecipeContext, mask_flip_rate, register_recipe
 from sparsearch.sparsity.recipes._dynamic_mask import split_phases
 from sparsearch.train import train_epoch
@@ -34,7 +34,7 @@ __all__ = ["ScoreMask"]
 class ScoreMask(nn.Module):
     """Parametrization ``W -> W * TopK(|S|)`` with a trainable score tensor ``scores``."""
 
-    def __init__(self, plan: LayerPlan, weight: torch.Tensor) -> None:
+    def __init__(self, plan: LayerSparsity, weight: torch.Tensor) -> None:
         super().__init__()
         self.plan = plan
         fan_in = weight[0].numel()
@@ -64,7 +64,7 @@ class Scores(Recipe):
 
     def run(self, ctx: RecipeContext) -> None:
         n_pre, n_score, n_tune = split_phases(
-            ctx.settings.epochs, dense=float(self.options["pretrain"]),
+            ctx.settings.epochs, dense=self.dense_phase(ctx, "pretrain"),
             fine_tune=float(self.options["finetune"]), recipe=self.name,
             names=("pretrain", "finetune"))
         before = ctx.plan.masks(ctx.model)

@@ -19,7 +19,7 @@ strict binary masks.
 
 from __future__ import annotations
 
-from sparsearch.sparsity.plan import LayerPlan
+from sparsearch.sparsity.plan import LayerSparsity
 from sparsearch.sparsity.recipes._base import register_recipe
 from sparsearch.sparsity.recipes._dynamic_mask import DynamicMask, with_sparsity
 from sparsearch.sparsity.recipes._progressive import ProgressiveRecipe
@@ -40,7 +40,7 @@ def nm_frames(n: int, m: int, *, schedule: str) -> list[tuple[int, int]]:
     return [(k, m) for k in dict.fromkeys(v for v in kept if n <= v < m)]
 
 
-def frame_plan(plan: LayerPlan, progress: float, *, schedule: str) -> LayerPlan:
+def frame_plan(plan: LayerSparsity, progress: float, *, schedule: str) -> LayerSparsity:
     """The layer's pattern in the frame that ``progress`` in [0, 1] falls in."""
     if plan.pattern == "nm":
         assert plan.nm is not None
@@ -64,7 +64,7 @@ class SDGF(ProgressiveRecipe):
             raise ValueError(f"sdgf.schedule must be one of {list(SCHEDULES)}, "
                              f"got {self.options['schedule']!r}")
 
-    def set_progress(self, handles: dict[str, DynamicMask], plans: dict[str, LayerPlan],
+    def set_progress(self, handles: dict[str, DynamicMask], plans: dict[str, LayerSparsity],
                      progress: float | None) -> None:
         schedule = str(self.options["schedule"])
         for name, handle in handles.items():

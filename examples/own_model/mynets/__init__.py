@@ -1,0 +1,1 @@
+"""A user's own package: nothing here knows about sparsearch."""
