@@ -228,11 +228,11 @@ def finalize_search(setup: SearchSetup, study: optuna.Study, *, tracker: Tracker
             metrics["test_accuracy"] = accuracy_on_test(model, setup.ctx.data)
             cached.write_text(json.dumps({"test_accuracy": metrics["test_accuracy"]}))
         spec = json.loads((trial_dir(setup.run_dir, key) / "spec.json").read_text())
-        run_id = runs.get(key)
-        if run_id is not None:
+        front_run = runs.get(key)
+        if front_run is not None:
             summary = ", ".join(f"{m} {_cell(metrics[m])}" for m, _ in setup.objectives
                                 if m in metrics)
-            tracker.record(run_id, metrics={"test_accuracy": metrics["test_accuracy"],
+            tracker.record(front_run, metrics={"test_accuracy": metrics["test_accuracy"],
                                             keys.PARETO: 1.0, keys.PARETO_RANK: rank},
                            series=[], tags={keys.PARETO: "true", keys.PARETO_RANK: rank,
                                             keys.NOTE: (
@@ -241,7 +241,8 @@ def finalize_search(setup: SearchSetup, study: optuna.Study, *, tracker: Tracker
                                f"{_cell(metrics['test_accuracy'])}; {_pattern(spec)}, "
                                f"allocation {spec.get('allocation')}, recipe "
                                f"{spec.get('recipe')}.")})
-        entries.append(FrontEntry(rank=rank, key=key, run_id=run_id, spec=spec, metrics=metrics))
+        entries.append(FrontEntry(rank=rank, key=key, run_id=front_run, spec=spec,
+                                  metrics=metrics))
     report = SearchReport(objectives=setup.objectives, reference=reference, hypervolume=volume,
                           front=entries, n_complete=len(complete), n_failed=n_failed,
                           dense=dense)
