@@ -57,7 +57,8 @@ class DataConfig:
     # A user's data (name=custom): "package.module:function" returning torch Datasets.
     target: str | None = None
     # Largest data set, in MB of float32 inputs, read into memory (custom, imagefolder);
-    # a larger image folder streams from disk, a larger custom set is refused.
+    # a larger one streams through a DataLoader (images from disk, a custom set from its
+    # Datasets).
     max_memory_mb: float = 2048.0
     # DataLoader worker processes of a streamed data set (0: read in the training process).
     workers: int = 0
