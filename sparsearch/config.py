@@ -56,13 +56,14 @@ class DataConfig:
     num_samples: int | None = None
     # A user's data (name=custom): "package.module:function" returning torch Datasets.
     target: str | None = None
-    # Largest data set, in MB of float32 inputs, read into memory (custom, imagefolder);
-    # a larger one streams through a DataLoader (images from disk, a custom set from its
-    # Datasets).
+    # Largest data set, in MB of float32 inputs, read into memory (custom, imagefolder,
+    # cifar10); a larger one streams through a DataLoader (images from disk or uint8 CIFAR
+    # pixels, a custom set from its Datasets).
     max_memory_mb: float = 2048.0
     # DataLoader worker processes of a streamed data set (0: read in the training process).
     workers: int = 0
-    # Train on timm's standard training augmentation (imagefolder; streams the train split).
+    # Train on timm's standard training augmentation (imagefolder, cifar10; streams the train
+    # split).
     augment: bool = False
 
 
@@ -351,9 +352,9 @@ def validate(cfg: SparsearchConfig) -> SparsearchConfig:
     if cfg.data.name == "custom" and not cfg.data.target:
         raise ConfigError("data.target must name a function returning torch Datasets for "
                           "data.name=custom, e.g. data.target=my_pkg.data:splits")
-    if cfg.data.augment and cfg.data.name != "imagefolder":
+    if cfg.data.augment and cfg.data.name not in ("imagefolder", "cifar10"):
         raise ConfigError(f"not supported: data.augment for data.name={cfg.data.name}; "
-                          f"allowed: imagefolder")
+                          f"allowed: imagefolder, cifar10")
     if cfg.data.workers < 0:
         raise ConfigError(f"data.workers must be >= 0, got {cfg.data.workers}")
     if cfg.data.max_memory_mb <= 0:

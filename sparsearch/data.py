@@ -263,14 +263,19 @@ def _cifar_folder(root: Path) -> Path:
 
 
 def load_cifar10_splits(root: Path, *, val_fraction: float, test_fraction: float, seed: int,
-                        image_size: int | None = None, limit: int | None = None) -> DataSplits:
+                        image_size: int | None = None, limit: int | None = None,
+                        max_memory_mb: float | None = None, workers: int = 0,
+                        augment: bool = False) -> DataSplits:
     """CIFAR-10 from its python pickle batches (``data_batch_1..5``, ``test_batch``).
 
     The official split is kept, so numbers compare with published ones: ``test_batch`` is
     the test split and val is ``val_fraction`` of the 50,000 training images
     (``test_fraction`` is not used). ``limit`` caps the images in all, drawn seeded from
     train and test in the published 5:1 proportion. Pixels are scaled to [0, 1], shape
-    (3, 32, 32) or ``(3, image_size, image_size)``.
+    (3, 32, 32) or ``(3, image_size, image_size)``. When the float32 pixels would take more
+    than ``max_memory_mb``, the images stay uint8 and every split streams them
+    (``StreamedInputs``, ``workers`` DataLoader processes). With ``augment`` the training
+    split always streams, through timm's training transform; val and test stay plain.
 
     Raises:
         ConfigError: the folder lacks a batch, or a batch is not a CIFAR-10 pickle.
@@ -305,8 +310,62 @@ def load_cifar10_splits(root: Path, *, val_fraction: float, test_fraction: float
     def pixels(data: np.ndarray) -> np.ndarray:
         return _resize(data.astype(np.float32) / 255.0, image_size)
 
-    return split_train_val((pixels(train[0]), train[1]), (pixels(test[0]), test[1]),
-                           val_fraction=val_fraction, seed=seed, name="cifar10")
+    side = image_size or 32
+    float_mb = (len(train[1]) + len(test[1])) * 3 * side * side * 4 / 2**20
+    too_large = max_memory_mb is not None and float_mb > max_memory_mb
+    if not (too_large or augment):
+        return split_train_val((pixels(train[0]), train[1]), (pixels(test[0]), test[1]),
+                               val_fraction=val_fraction, seed=seed, name="cifar10")
+    train_idx, val_idx = carve_val_indices(train[1], val_fraction=val_fraction, seed=seed)
+
+    def part(images: np.ndarray, labels: np.ndarray, *, training: bool) -> Pair:
+        targets = torch.as_tensor(labels, dtype=torch.int64)
+        if not too_large and not training:
+            return torch.from_numpy(pixels(images)), targets
+        dataset = CifarImages(images, labels, image_size, augment=augment and training)
+        return StreamedInputs(dataset, workers=workers), targets
+
+    return DataSplits(part(train[0][train_idx], train[1][train_idx], training=True),
+                      part(train[0][val_idx], train[1][val_idx], training=False),
+                      part(*test, training=False), (3, side, side),
+                      int(max(train[1].max(), test[1].max())) + 1, "cifar10")
+
+
+def _training_transform(image_size: int) -> Callable[..., torch.Tensor]:
+    """timm's standard training augmentation of a PIL image, kept in [0, 1] (mean 0, std 1)
+    like the plain path."""
+    from timm.data import create_transform
+
+    return cast(Callable[..., torch.Tensor],
+                create_transform(input_size=(3, image_size, image_size), is_training=True,
+                                 mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)))
+
+
+class CifarImages(Dataset):
+    """CIFAR-10 images kept as uint8 (a quarter of float32) and made float on demand.
+
+    Without ``augment``, the same pixels as the in-memory path (scaled to [0, 1], resized
+    to ``image_size``); with it, timm's standard training transform at ``image_size``.
+    """
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, image_size: int | None, *,
+                 augment: bool = False) -> None:
+        self.images = images
+        self.labels = labels
+        self.image_size = image_size
+        self.transform = _training_transform(image_size or 32) if augment else None
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        if self.transform is None:
+            pixels = _resize(self.images[i:i + 1].astype(np.float32) / 255.0, self.image_size)
+            return torch.from_numpy(pixels[0]), int(self.labels[i])
+        from PIL import Image
+
+        image = Image.fromarray(self.images[i].transpose(1, 2, 0))
+        return self.transform(image), int(self.labels[i])
 
 
 class ImageFiles(Dataset):
@@ -325,13 +384,9 @@ class ImageFiles(Dataset):
         self.image_size = image_size
         self.transform = None
         if augment:
-            from timm.data import create_transform
-
             if image_size is None:
                 raise ValueError("augmented images need an image_size")
-            self.transform = create_transform(input_size=(3, image_size, image_size),
-                                              is_training=True, mean=(0.0, 0.0, 0.0),
-                                              std=(1.0, 1.0, 1.0))
+            self.transform = _training_transform(image_size)
 
     def __len__(self) -> int:
         return len(self.paths)
