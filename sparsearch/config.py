@@ -81,7 +81,8 @@ class ModelConfig:
     dropout: float = 0.0
     # Image size passed to timm models that take one (ViTs); null: the model's default.
     img_size: int | None = None
-    # Factory of a user's own model (kind=custom): "package.module:function" -> nn.Module.
+    # Factory of a user's own model (kind=custom): "package.module:function" -> nn.Module;
+    # Hydra's spelling +model._target_=package.module.function sets it too.
     target: str | None = None
     # Keyword options passed to the factory of kind=custom or to timm.create_model
     # (+model.options.width=64, +model.options.patch_size=2).
@@ -282,6 +283,31 @@ def register_configs() -> None:
 METRICS = ("accuracy", "loss", "density", "nnz", "flops", "latency_ms", "train_s")
 # Objectives whose hypervolume bound cannot come from the dense baseline.
 NO_DEFAULT_REFERENCE = ("train_s",)
+
+
+def take_hydra_target(dict_cfg: Any) -> None:
+    """Reads Hydra's spelling of a factory, ``+model._target_=pkg.module.factory``, as
+    ``model.target`` (in place, on the composed config before it is typed).
+
+    Raises:
+        ConfigError: both are given and name different factories.
+    """
+    from omegaconf import open_dict
+
+    model = dict_cfg.get("model")
+    if model is None or "_target_" not in model:
+        return
+    with open_dict(model):
+        hydra_target = model.pop("_target_")
+    given = model.get("target")
+
+    def dotted(name: object) -> str:
+        return str(name).replace(":", ".")
+
+    if given is not None and dotted(given) != dotted(hydra_target):
+        raise ConfigError(f"model._target_ {hydra_target!r} and model.target {given!r} name "
+                          f"different factories: give one of them")
+    model.target = None if hydra_target is None else str(hydra_target)
 
 
 def _one_of(key: str, value: Any, allowed: tuple[str, ...] | list[str]) -> None:
