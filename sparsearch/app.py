@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sparsearch import mlflow_keys as keys
-from sparsearch.config import ConfigError, SparsearchConfig, validate
+from sparsearch.config import ConfigError, SparsearchConfig, take_hydra_target, validate
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -262,6 +262,7 @@ def run(dict_cfg: Any) -> Any:
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
+        take_hydra_target(dict_cfg)
         cfg = OmegaConf.to_object(dict_cfg)
         assert isinstance(cfg, SparsearchConfig)  # the structured config's schema
         with chatter_to_log_file():

@@ -57,12 +57,14 @@ class DataConfig:
     num_samples: int | None = None
     # A user's data (name=custom): "package.module:function" returning torch Datasets.
     target: str | None = None
-    # Largest data set, in MB of float32 inputs, read into memory (custom, imagefolder);
-    # a larger image folder streams from disk, a larger custom set is refused.
+    # Largest data set, in MB of float32 inputs, read into memory (custom, imagefolder,
+    # cifar10); a larger one streams through a DataLoader (images from disk or uint8 CIFAR
+    # pixels, a custom set from its Datasets).
     max_memory_mb: float = 2048.0
     # DataLoader worker processes of a streamed data set (0: read in the training process).
     workers: int = 0
-    # Train on timm's standard training augmentation (imagefolder; streams the train split).
+    # Train on timm's standard training augmentation (imagefolder, cifar10; streams the train
+    # split).
     augment: bool = False
 
 
@@ -80,7 +82,8 @@ class ModelConfig:
     dropout: float = 0.0
     # Image size passed to timm models that take one (ViTs); null: the model's default.
     img_size: int | None = None
-    # Factory of a user's own model (kind=custom): "package.module:function" -> nn.Module.
+    # Factory of a user's own model (kind=custom): "package.module:function" -> nn.Module;
+    # Hydra's spelling +model._target_=package.module.function sets it too.
     target: str | None = None
     # Keyword options passed to the factory of kind=custom or to timm.create_model
     # (+model.options.width=64, +model.options.patch_size=2).
@@ -288,6 +291,31 @@ METRICS = ("accuracy", "loss", "density", "nnz", "flops", "latency_ms", "train_s
 NO_DEFAULT_REFERENCE = ("train_s",)
 
 
+def take_hydra_target(dict_cfg: Any) -> None:
+    """Reads Hydra's spelling of a factory, ``+model._target_=pkg.module.factory``, as
+    ``model.target`` (in place, on the composed config before it is typed).
+
+    Raises:
+        ConfigError: both are given and name different factories.
+    """
+    from omegaconf import open_dict
+
+    model = dict_cfg.get("model")
+    if model is None or "_target_" not in model:
+        return
+    with open_dict(model):
+        hydra_target = model.pop("_target_")
+    given = model.get("target")
+
+    def dotted(name: object) -> str:
+        return str(name).replace(":", ".")
+
+    if given is not None and dotted(given) != dotted(hydra_target):
+        raise ConfigError(f"model._target_ {hydra_target!r} and model.target {given!r} name "
+                          f"different factories: give one of them")
+    model.target = None if hydra_target is None else str(hydra_target)
+
+
 def _one_of(key: str, value: Any, allowed: tuple[str, ...] | list[str]) -> None:
     if value not in allowed:
         raise ConfigError(f"{key} must be one of {list(allowed)}, got {value!r}")
@@ -391,9 +419,9 @@ def validate(cfg: SparsearchConfig) -> SparsearchConfig:
     if cfg.data.name == "custom" and not cfg.data.target:
         raise ConfigError("data.target must name a function returning torch Datasets for "
                           "data.name=custom, e.g. data.target=my_pkg.data:splits")
-    if cfg.data.augment and cfg.data.name != "imagefolder":
+    if cfg.data.augment and cfg.data.name not in ("imagefolder", "cifar10"):
         raise ConfigError(f"not supported: data.augment for data.name={cfg.data.name}; "
-                          f"allowed: imagefolder")
+                          f"allowed: imagefolder, cifar10")
     if cfg.data.workers < 0:
         raise ConfigError(f"data.workers must be >= 0, got {cfg.data.workers}")
     if cfg.data.max_memory_mb <= 0:

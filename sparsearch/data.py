@@ -82,6 +82,16 @@ def split_arrays(
                       tuple(inputs.shape[1:]), int(targets.max()) + 1, name)
 
 
+def carve_val_indices(targets: np.ndarray, *, val_fraction: float,
+                      seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified, seeded (train, val) indices of a training part whose test split is given."""
+    from sklearn.model_selection import train_test_split
+
+    train_idx, val_idx = train_test_split(np.arange(len(targets)), test_size=val_fraction,
+                                          random_state=seed, stratify=targets)
+    return train_idx, val_idx
+
+
 def split_train_val(
     train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray], *,
     val_fraction: float, seed: int, name: str,
@@ -90,11 +100,8 @@ def split_train_val(
 
     ``val_fraction`` is the share of the training samples that go to val.
     """
-    from sklearn.model_selection import train_test_split
-
     inputs, targets = train
-    train_idx, val_idx = train_test_split(np.arange(len(targets)), test_size=val_fraction,
-                                          random_state=seed, stratify=targets)
+    train_idx, val_idx = carve_val_indices(targets, val_fraction=val_fraction, seed=seed)
 
     def pair(x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         return (torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.int64))
@@ -256,14 +263,19 @@ def _cifar_folder(root: Path) -> Path:
 
 
 def load_cifar10_splits(root: Path, *, val_fraction: float, test_fraction: float, seed: int,
-                        image_size: int | None = None, limit: int | None = None) -> DataSplits:
+                        image_size: int | None = None, limit: int | None = None,
+                        max_memory_mb: float | None = None, workers: int = 0,
+                        augment: bool = False) -> DataSplits:
     """CIFAR-10 from its python pickle batches (``data_batch_1..5``, ``test_batch``).
 
     The official split is kept, so numbers compare with published ones: ``test_batch`` is
     the test split and val is ``val_fraction`` of the 50,000 training images
     (``test_fraction`` is not used). ``limit`` caps the images in all, drawn seeded from
     train and test in the published 5:1 proportion. Pixels are scaled to [0, 1], shape
-    (3, 32, 32) or ``(3, image_size, image_size)``.
+    (3, 32, 32) or ``(3, image_size, image_size)``. When the float32 pixels would take more
+    than ``max_memory_mb``, the images stay uint8 and every split streams them
+    (``StreamedInputs``, ``workers`` DataLoader processes). With ``augment`` the training
+    split always streams, through timm's training transform; val and test stay plain.
 
     Raises:
         ConfigError: the folder lacks a batch, or a batch is not a CIFAR-10 pickle.
@@ -298,8 +310,62 @@ def load_cifar10_splits(root: Path, *, val_fraction: float, test_fraction: float
     def pixels(data: np.ndarray) -> np.ndarray:
         return _resize(data.astype(np.float32) / 255.0, image_size)
 
-    return split_train_val((pixels(train[0]), train[1]), (pixels(test[0]), test[1]),
-                           val_fraction=val_fraction, seed=seed, name="cifar10")
+    side = image_size or 32
+    float_mb = (len(train[1]) + len(test[1])) * 3 * side * side * 4 / 2**20
+    too_large = max_memory_mb is not None and float_mb > max_memory_mb
+    if not (too_large or augment):
+        return split_train_val((pixels(train[0]), train[1]), (pixels(test[0]), test[1]),
+                               val_fraction=val_fraction, seed=seed, name="cifar10")
+    train_idx, val_idx = carve_val_indices(train[1], val_fraction=val_fraction, seed=seed)
+
+    def part(images: np.ndarray, labels: np.ndarray, *, training: bool) -> Pair:
+        targets = torch.as_tensor(labels, dtype=torch.int64)
+        if not too_large and not training:
+            return torch.from_numpy(pixels(images)), targets
+        dataset = CifarImages(images, labels, image_size, augment=augment and training)
+        return StreamedInputs(dataset, workers=workers), targets
+
+    return DataSplits(part(train[0][train_idx], train[1][train_idx], training=True),
+                      part(train[0][val_idx], train[1][val_idx], training=False),
+                      part(*test, training=False), (3, side, side),
+                      int(max(train[1].max(), test[1].max())) + 1, "cifar10")
+
+
+def _training_transform(image_size: int) -> Callable[..., torch.Tensor]:
+    """timm's standard training augmentation of a PIL image, kept in [0, 1] (mean 0, std 1)
+    like the plain path."""
+    from timm.data import create_transform
+
+    return cast(Callable[..., torch.Tensor],
+                create_transform(input_size=(3, image_size, image_size), is_training=True,
+                                 mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)))
+
+
+class CifarImages(Dataset):
+    """CIFAR-10 images kept as uint8 (a quarter of float32) and made float on demand.
+
+    Without ``augment``, the same pixels as the in-memory path (scaled to [0, 1], resized
+    to ``image_size``); with it, timm's standard training transform at ``image_size``.
+    """
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, image_size: int | None, *,
+                 augment: bool = False) -> None:
+        self.images = images
+        self.labels = labels
+        self.image_size = image_size
+        self.transform = _training_transform(image_size or 32) if augment else None
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        if self.transform is None:
+            pixels = _resize(self.images[i:i + 1].astype(np.float32) / 255.0, self.image_size)
+            return torch.from_numpy(pixels[0]), int(self.labels[i])
+        from PIL import Image
+
+        image = Image.fromarray(self.images[i].transpose(1, 2, 0))
+        return self.transform(image), int(self.labels[i])
 
 
 class ImageFiles(Dataset):
@@ -318,13 +384,9 @@ class ImageFiles(Dataset):
         self.image_size = image_size
         self.transform = None
         if augment:
-            from timm.data import create_transform
-
             if image_size is None:
                 raise ValueError("augmented images need an image_size")
-            self.transform = create_transform(input_size=(3, image_size, image_size),
-                                              is_training=True, mean=(0.0, 0.0, 0.0),
-                                              std=(1.0, 1.0, 1.0))
+            self.transform = _training_transform(image_size)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -421,7 +483,8 @@ def load_imagefolder_splits(root: Path, *, val_fraction: float, test_fraction: f
                         test_fraction=test_fraction, seed=seed, name="imagefolder")
 
 
-# A user's own data: a function returning torch Datasets, read into memory under a cap.
+# A user's own data: a function returning torch Datasets, read into memory under a cap
+# and streamed from the Datasets above it.
 
 
 def _dataset_arrays(dataset: Dataset, *, key: str) -> tuple[np.ndarray, np.ndarray]:
@@ -439,18 +502,75 @@ def _dataset_arrays(dataset: Dataset, *, key: str) -> tuple[np.ndarray, np.ndarr
     return inputs, targets
 
 
+class DatasetSamples(Dataset):
+    """Samples ``indices`` of a user's Dataset as (float32 input tensor, int label) pairs,
+    read on demand, so a split of it streams like an image folder."""
+
+    def __init__(self, dataset: Dataset, indices: np.ndarray) -> None:
+        self.dataset = dataset
+        self.indices = indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        inputs, label = self.dataset[int(self.indices[i])]
+        return torch.as_tensor(inputs).float(), int(label)
+
+
+def _dataset_labels(dataset: Dataset, *, key: str, workers: int) -> np.ndarray:
+    """The int labels of a map-style Dataset, read in one pass (inputs are not kept)."""
+    from torch.utils.data import DataLoader
+
+    try:
+        loader = DataLoader(dataset, batch_size=256, shuffle=False, num_workers=workers)
+        return torch.cat([torch.as_tensor(b[1]).long() for b in loader]).numpy()
+    except Exception as err:  # noqa: BLE001  (any error of the user's Dataset is reported)
+        text = str(err).strip().splitlines()
+        raise ValueError(f"{key}: cannot read its samples as (input tensor, int label) pairs "
+                         f"({type(err).__name__}: {text[0] if text else ''})") from None
+
+
+def _streamed_custom_splits(parts: list[Dataset], *, key: str, val_fraction: float,
+                            test_fraction: float, seed: int, workers: int,
+                            in_shape: tuple[int, ...]) -> DataSplits:
+    """A user's Datasets left where they are, split by the same seeded, stratified rules
+    (and so into the same samples) as the in-memory path."""
+    labels = [_dataset_labels(part, key=key, workers=workers) for part in parts]
+    if len(parts) == 1:
+        train_idx, val_idx, test_idx = split_indices(
+            labels[0], val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+        chosen = [(parts[0], labels[0], sel) for sel in (train_idx, val_idx, test_idx)]
+    elif len(parts) == 2:
+        train_idx, val_idx = carve_val_indices(labels[0], val_fraction=val_fraction,
+                                               seed=seed)
+        chosen = [(parts[0], labels[0], train_idx), (parts[0], labels[0], val_idx),
+                  (parts[1], labels[1], np.arange(len(labels[1])))]
+    else:
+        chosen = [(part, y, np.arange(len(y))) for part, y in zip(parts, labels)]
+
+    def pair(dataset: Dataset, y: np.ndarray, sel: np.ndarray) -> Pair:
+        return (StreamedInputs(DatasetSamples(dataset, sel), workers=workers),
+                torch.as_tensor(y[sel], dtype=torch.int64))
+
+    train, val, test = (pair(*c) for c in chosen)
+    num_classes = int(max(y.max() for y in labels)) + 1
+    return DataSplits(train, val, test, in_shape, num_classes, "custom")
+
+
 def load_custom_splits(target: str, *, val_fraction: float, test_fraction: float, seed: int,
-                       max_memory_mb: float) -> DataSplits:
+                       max_memory_mb: float, workers: int = 0) -> DataSplits:
     """A user's data: ``target`` names a function returning torch Datasets.
 
     ``(train, test)``: the test split is kept and val is carved out of train as for a data
     set with its own test split; ``(train, val, test)``: used as given; ``(all,)`` or one
     Dataset: split like digits by the fractions. Samples are ``(input tensor, int label)``.
-    The data is read into memory when it fits under ``max_memory_mb``.
+    The data is read into memory when its float32 inputs fit under ``max_memory_mb``;
+    above it every split streams from the user's Datasets (``StreamedInputs``, ``workers``
+    DataLoader processes), split into the same samples; labels stay in memory.
 
     Raises:
-        ConfigError: a bad target or return value, unreadable samples, or data above the
-            cap (streaming it from disk is not built yet).
+        ConfigError: a bad target or return value, or unreadable samples.
     """
     from torch.utils.data import Dataset
 
@@ -463,7 +583,7 @@ def load_custom_splits(target: str, *, val_fraction: float, test_fraction: float
         returned = fn()
     except ValueError as err:
         raise ConfigError(str(err)) from None
-    parts = returned if isinstance(returned, (tuple, list)) else (returned,)
+    parts = list(returned) if isinstance(returned, (tuple, list)) else [returned]
     if not 1 <= len(parts) <= 3 or not all(isinstance(p, Dataset) for p in parts):
         raise ConfigError(f"{key} must return torch Datasets: (train, test), "
                           f"(train, val, test) or one Dataset; got {type(returned).__name__}")
@@ -471,14 +591,14 @@ def load_custom_splits(target: str, *, val_fraction: float, test_fraction: float
         sizes_mb = []
         for part in parts:
             first = torch.as_tensor(part[0][0])
-            sizes_mb.append(len(part) * first.numel() * 4 / 2**20)
+            sizes_mb.append(len(cast(Sized, part)) * first.numel() * 4 / 2**20)
     except Exception as err:  # noqa: BLE001  (any error of the user's Dataset is reported)
         raise ConfigError(f"{key}: cannot read a sample ({type(err).__name__}: {err})") from None
-    if sum(sizes_mb) > max_memory_mb:
-        raise ConfigError(f"not supported: {key} holds {sum(sizes_mb):.0f} MB of float32 "
-                          f"inputs, above data.max_memory_mb={max_memory_mb}; streaming from "
-                          f"disk through a DataLoader is not built yet")
     try:
+        if sum(sizes_mb) > max_memory_mb:
+            return _streamed_custom_splits(parts, key=key, val_fraction=val_fraction,
+                                           test_fraction=test_fraction, seed=seed,
+                                           workers=workers, in_shape=tuple(first.shape))
         arrays = [_dataset_arrays(part, key=key) for part in parts]
     except ValueError as err:
         raise ConfigError(str(err)) from None

@@ -123,10 +123,21 @@ def build_model(ctx: EvalContext, *, seed: int | None = None) -> nn.Module:
 
     torch.manual_seed(ctx.seed if seed is None else seed)
     options = {k: v for k, v in ctx.model.items() if k not in ("kind", "checkpoint")}
+    checkpoint = ctx.model.get("checkpoint")
+    if ctx.model["kind"] == "timm" and checkpoint:
+        # timm loads its own pretrained files (adapting the head to num_classes); the build
+        # record leaves the file out, since an export holds the weights and a fresh process
+        # rebuilding it need not have the file.
+        model = create_model("timm", in_shape=ctx.data.in_shape,
+                             num_classes=ctx.data.num_classes, checkpoint=checkpoint, **options)
+        # Any: nn.Module types its attributes as Tensor | Module; this one is plain data.
+        build: Any = model.sparsearch_build
+        build["options"].pop("checkpoint")
+        return model
     model = create_model(ctx.model["kind"], in_shape=ctx.data.in_shape,
                          num_classes=ctx.data.num_classes, **options)
-    if ctx.model.get("checkpoint"):
-        load_checkpoint(model, ctx.model["checkpoint"])
+    if checkpoint:
+        load_checkpoint(model, checkpoint)
     return model
 
 

@@ -92,7 +92,6 @@ def test_three_datasets_are_used_as_given_and_one_is_split(user_data: Path) -> N
 
 
 @pytest.mark.parametrize(("target", "cap", "message"), [
-    ("userdata:two", 0.01, "not supported: data.target 'userdata:two' holds 0 MB"),
     ("userdata:broken", 64, "cannot read its samples as (input tensor, int label) pairs "
                             "(OSError: cannot open sample 4.bin)"),
     ("userdata:not_datasets", 64, "must return torch Datasets"),
@@ -114,3 +113,36 @@ def test_unreadable_data_is_one_line_exit_2(user_data: Path, tmp_path: Path) -> 
     lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: data.target 'userdata:broken'")
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("target", ["userdata:one", "userdata:two", "userdata:three"])
+def test_data_above_the_cap_streams_and_trains_like_in_memory(user_data: Path,
+                                                              target: str) -> None:
+    from sparsearch.data import StreamedInputs, iterate_batches
+    from sparsearch.evaluate import EvalContext, accuracy_on_test, evaluate
+    from sparsearch.spec import SubnetSpec
+
+    loaded = load_custom_splits(target, **SPLIT)
+    # 250-300 samples of 2 x 6 float32 = 12-14 KB: above a 0.01 MB cap
+    streamed = load_custom_splits(target, **{**SPLIT, "max_memory_mb": 0.01})
+    assert (streamed.in_shape, streamed.num_classes) == (loaded.in_shape, loaded.num_classes)
+    for name in ("train", "val", "test"):
+        inputs, targets = getattr(streamed, name)
+        assert isinstance(inputs, StreamedInputs)
+        assert torch.equal(targets, getattr(loaded, name)[1])
+        assert torch.equal(inputs[:3], getattr(loaded, name)[0][:3])
+    batches = [list(iterate_batches(s.train, 32, generator=torch.Generator().manual_seed(4)))
+               for s in (loaded, streamed)]
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+               for a, b in zip(*batches, strict=True))
+    spec = SubnetSpec(pattern="unstructured", sparsity=0.5, recipe="one_shot")
+    results = []
+    for splits in (loaded, streamed):
+        ctx = EvalContext(data=splits, model={"kind": "mlp", "hidden": [16], "dropout": 0.0},
+                          train={"epochs": 1, "lr": 1e-2, "weight_decay": 0.0,
+                                 "optimizer": "adam", "batch_size": 32})
+        result, model = evaluate(spec, ctx)
+        assert result.status == "complete", result.reason
+        results.append((result.metrics["accuracy"], result.metrics["loss"],
+                        accuracy_on_test(model, splits)))
+    assert results[0] == pytest.approx(results[1])

@@ -75,6 +75,58 @@ def test_cifar10_missing_or_bad_batches_are_config_errors(tmp_path):
         load_cifar10_splits(tmp_path / "c", image_size=None, limit=None, **SPLIT)
 
 
+def test_cifar10_above_the_cap_streams_and_trains_like_in_memory(tmp_path):
+    from sparsearch.data import StreamedInputs, iterate_batches
+    from sparsearch.evaluate import EvalContext, accuracy_on_test, evaluate
+    from sparsearch.spec import SubnetSpec
+
+    write_cifar(tmp_path, per_batch=24)
+    loaded = load_cifar10_splits(tmp_path, image_size=8, limit=None, **SPLIT)
+    # 144 images of 3 x 8 x 8 float32 = 110 KB: above a 0.05 MB cap
+    streamed = load_cifar10_splits(tmp_path, image_size=8, limit=None, max_memory_mb=0.05,
+                                   **SPLIT)
+    assert (streamed.in_shape, streamed.num_classes) == (loaded.in_shape, loaded.num_classes)
+    for name in ("train", "val", "test"):
+        inputs, targets = getattr(streamed, name)
+        assert isinstance(inputs, StreamedInputs)
+        assert torch.equal(targets, getattr(loaded, name)[1])
+        assert torch.allclose(inputs[:4], getattr(loaded, name)[0][:4], atol=1e-6)
+    first = next(iterate_batches(streamed.train, 16, generator=torch.Generator().manual_seed(4)))
+    in_memory = next(iterate_batches(loaded.train, 16,
+                                     generator=torch.Generator().manual_seed(4)))
+    assert torch.allclose(first[0], in_memory[0], atol=1e-6)
+    assert torch.equal(first[1], in_memory[1])
+    spec = SubnetSpec(pattern="unstructured", sparsity=0.5, recipe="one_shot")
+    results = []
+    for splits in (loaded, streamed):
+        ctx = EvalContext(data=splits, model={"kind": "cnn", "channels": [4, 8, 8]},
+                          train={"epochs": 1, "lr": 1e-2, "weight_decay": 0.0,
+                                 "optimizer": "adam", "batch_size": 16})
+        result, model = evaluate(spec, ctx)
+        assert result.status == "complete", result.reason
+        results.append((result.metrics["accuracy"], result.metrics["loss"],
+                        accuracy_on_test(model, splits)))
+    assert results[0] == pytest.approx(results[1], abs=1e-4)
+
+
+def test_cifar10_augment_streams_train_through_timms_transform(tmp_path):
+    from sparsearch.data import StreamedInputs
+
+    write_cifar(tmp_path, per_batch=20)
+    plain = load_cifar10_splits(tmp_path, image_size=None, limit=None, **SPLIT)
+    augmented = load_cifar10_splits(tmp_path, image_size=None, limit=None, augment=True,
+                                    **SPLIT)
+    inputs, targets = augmented.train
+    assert isinstance(inputs, StreamedInputs) and torch.equal(targets, plain.train[1])
+    assert torch.equal(augmented.val[0], plain.val[0])
+    assert torch.equal(augmented.test[0], plain.test[0])
+    torch.manual_seed(0)
+    views = [inputs.dataset[0][0] for _ in range(3)]
+    assert all(v.shape == (3, 32, 32) and 0.0 <= float(v.min()) and float(v.max()) <= 1.0
+               for v in views)
+    assert not torch.equal(views[0], views[1])  # a fresh random view on every read
+
+
 def write_folder(root: Path, *, sizes=((10, 12),), per_class: int = 6) -> None:
     rng = np.random.RandomState(1)
     for c, name in enumerate(["cat", "dog", "emu"]):

@@ -164,6 +164,11 @@ def test_own_model_and_checkpoint_searched_exported_and_reloaded_elsewhere(
 
 @pytest.mark.parametrize(("overrides", "message"), [
     (["model.target=nowhere.nets:build"], "model.target 'nowhere.nets:build': cannot import"),
+    # Hydra's spelling is the same field
+    (["+model._target_=nowhere.nets.build"], "model.target 'nowhere.nets.build': cannot import"),
+    (["+model._target_=mynets.nets.build", "model.target=mynets.nets:other"],
+     "model._target_ 'mynets.nets.build' and model.target 'mynets.nets:other' name different "
+     "factories"),
     (["model.target=mynets.nets:nothing"], "has no 'nothing'"),
     (["model.target=mynets.nets:build", "model.checkpoint=missing.pt"],
      "model.checkpoint 'missing.pt' does not exist"),
@@ -189,3 +194,15 @@ def test_bad_targets_and_checkpoints_are_one_line_exit_2(user_package: Path, tmp
     assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
     assert message in lines[0]
     assert not (tmp_path / "run").exists() and not (tmp_path / "ml.db").exists()
+
+
+def test_hydras_target_spelling_searches_the_same_model(user_package: Path,
+                                                       tmp_path: Path) -> None:
+    # the dotted form Hydra uses, and model.target naming the same factory with a colon
+    result = run_cli([f"hydra.run.dir={tmp_path / 'run'}",
+                      f"tracking.uri=sqlite:///{tmp_path / 'ml.db'}", "model=custom",
+                      "+model._target_=mynets.nets.build", "model.target=mynets.nets:build",
+                      "+model.options.width=8", "space=generic", "train.epochs=1",
+                      "search.n_trials=1", "export.enabled=false"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Pareto-optimal subnets" in result.stdout
