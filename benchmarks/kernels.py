@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch.utils.benchmark import Timer
 
 from sparsearch import kernels
-from sparsearch.export import detect_format
+from sparsearch.export._detect import detect_format
 from sparsearch.sparsity import block_mask, nm_mask, unstructured_mask
 
 PATTERNS = {

@@ -5,13 +5,8 @@ from __future__ import annotations
 import torch
 from torch.nn.utils import parametrize
 
-from sparsearch.export import (
-    KernelLinear,
-    load,
-    measure_latency_ms,
-    save,
-    with_sparse_kernels,
-)
+from sparsearch.export import KernelLinear, load, measure_latency_ms, save
+from sparsearch.export._latency import with_sparse_kernels
 
 from .conftest import FAST, assert_close, mlp_all_formats
 
