@@ -6,6 +6,7 @@ Kept light on purpose: ``--help`` must not import torch, mlflow or ray.
 from __future__ import annotations
 
 import io
+import re
 import sys
 from importlib import resources
 
@@ -47,10 +48,31 @@ class _HeldStderr(io.TextIOBase):
     def one_line(self) -> str:
         text = "".join(self.held).split("Config search path:")[0]
         self.held.clear()
+        if "Traceback (most recent call last)" in text:
+            return _last_exception(text)
         lines = [ln.strip() for ln in text.splitlines()]
         return " ".join(ln for ln in lines if ln and not any(n in ln for n in _NOISE))
 
 
+def _last_exception(text: str) -> str:
+    """The final exception of a traceback Hydra printed before the task started.
+
+    What fails there is Hydra creating the run dir or writing its files into it (.hydra/,
+    the log file), so an OSError names the run dir.
+    """
+    found = re.findall(r"^(\w+(?:Error|Exception)): (.*)$", text, flags=re.MULTILINE)
+    if not found:
+        return text.strip().splitlines()[-1]
+    name, message = found[-1]
+    if name in _OS_ERRORS:
+        message = re.sub(r"^\[Errno \d+\] ", "", message)
+        return (f"the run dir cannot be created or written ({message}); set hydra.run.dir to "
+                f"a writable folder")
+    return f"{name}: {message}"
+
+
+_OS_ERRORS = {"OSError", "FileNotFoundError", "PermissionError", "NotADirectoryError",
+              "IsADirectoryError", "FileExistsError"}
 _stderr = _HeldStderr(sys.stderr)
 
 
@@ -66,6 +88,9 @@ def _main(cfg) -> None:
 def entry() -> None:
     """Console entry: Hydra's own config errors exit 2 with one line, as all bad input does."""
     register_configs()
+    if "-v" in sys.argv[1:]:
+        # -v is hydra.verbose=true: library messages stay on the terminal (sparsearch.terminal).
+        sys.argv = [a for a in sys.argv if a != "-v"] + ["hydra.verbose=true"]
     sys.stderr = _stderr
     try:
         _main()

@@ -28,13 +28,6 @@ __all__ = ["run", "run_search"]
 log = logging.getLogger("sparsearch")
 
 
-def _quiet_libraries() -> None:
-    import mlflow  # noqa: F401  (it sets its loggers' levels on import: override after)
-
-    for name in ("alembic", "mlflow", "optuna", "ray", "urllib3", "matplotlib"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-
-
 def _pattern_text(spec: dict[str, Any]) -> str:
     if spec["pattern"] == "nm":
         return f"nm {spec['nm']}"
@@ -88,12 +81,20 @@ def run_one(cfg: SparsearchConfig, run_dir: Path, *, console: Console) -> Search
     """Runs one validated search (one strategy) in ``run_dir``; returns its SearchReport."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from sparsearch.preflight import check_environment
     from sparsearch.runners import RUNNERS
     from sparsearch.schedulers import scheduler_hook
+    from sparsearch.search.fingerprint import (
+        check_fingerprint,
+        search_fingerprint,
+        write_fingerprint,
+    )
     from sparsearch.search.report import dense_baseline, finalize_search
     from sparsearch.search.setup import config_dict, prepare_search
     from sparsearch.search.strategies import STRATEGIES
     from sparsearch.search.study import budget_used, open_study, recover_stale
+    from sparsearch.space import resolve_space
+    from sparsearch.terminal import quiet_library_loggers
     from sparsearch.tracking import Tracker
 
     validate(cfg)
@@ -102,8 +103,14 @@ def run_one(cfg: SparsearchConfig, run_dir: Path, *, console: Console) -> Search
     runner_cls = RUNNERS.get(cfg.runner.kind)
     # What a strategy cannot search fails here, before any MLflow run or study exists.
     strategy_cls.check(setup)
-    _quiet_libraries()
-    run_dir.mkdir(parents=True, exist_ok=True)
+    # Before anything is opened or written: a run dir holds one search, and every path and
+    # service the search needs answers now rather than after the dense baseline trained.
+    fingerprint = search_fingerprint(cfg, space_path=resolve_space(cfg.space),
+                                     model=setup.ctx.model, train=setup.ctx.train)
+    check_fingerprint(run_dir, fingerprint)
+    check_environment(cfg, run_dir)
+    quiet_library_loggers()
+    write_fingerprint(run_dir, fingerprint)
     tracker = Tracker(cfg.tracking.uri, setup.experiment)
     parent = tracker.start_search(
         search_key=setup.search_key, run_name=f"{setup.study_name}-{cfg.search.strategy}",
@@ -186,7 +193,7 @@ def run_search(cfg: SparsearchConfig, run_dir: Path, *, console: Console | None 
     console = console or Console(width=None if sys.stdout.isatty() else 150)
     if not cfg.search.compare:
         report = run_one(cfg, run_dir, console=console)
-        console.print(f"review: mlflow ui --backend-store-uri {cfg.tracking.uri}")
+        _print_review(console, cfg.tracking.uri, {cfg.search.strategy: report.run_url})
         return report
     from sparsearch.config import split_compare_entry
 
@@ -222,8 +229,22 @@ def run_search(cfg: SparsearchConfig, run_dir: Path, *, console: Console | None 
                       f"{stop.fraction_saved:.0%}" if stop else "-",
                       f"{rep.search_s:.1f}", f"{rep.wall_s:.1f}")
     console.print(table)
-    console.print(f"review: mlflow ui --backend-store-uri {cfg.tracking.uri}")
+    _print_review(console, cfg.tracking.uri, {s: rep.run_url for s, rep in reports.items()})
     return reports
+
+
+def _print_review(console: Any, uri: str, run_urls: dict[str, str]) -> None:
+    """Where to look next: the parent run of each strategy in the MLflow UI."""
+    if uri.startswith(("http://", "https://")):
+        start = ""
+    else:
+        start = f"mlflow ui --backend-store-uri {uri}, then open "
+    if len(run_urls) == 1:
+        console.print(f"review: {start}{next(iter(run_urls.values()))}", soft_wrap=True)
+        return
+    console.print(f"review: {start}the parent run of each strategy:", soft_wrap=True)
+    for strategy, url in run_urls.items():
+        console.print(f"  {strategy:<8} {url}", soft_wrap=True)
 
 
 def _only_hydra_files(run_dir: Path) -> bool:
@@ -236,16 +257,24 @@ def run(dict_cfg: Any) -> Any:
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
 
+    from sparsearch.search.trial import TrialWriteError
+    from sparsearch.terminal import chatter_to_log_file
+
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         cfg = OmegaConf.to_object(dict_cfg)
         assert isinstance(cfg, SparsearchConfig)  # the structured config's schema
-        result = run_search(cfg, run_dir)
+        with chatter_to_log_file():
+            result = run_search(cfg, run_dir)
     except ConfigError as err:
         # Leave nothing behind that looks like a run, unless the dir held one already.
         if run_dir.is_dir() and _only_hydra_files(run_dir):
             shutil.rmtree(run_dir, ignore_errors=True)
         print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except TrialWriteError as err:
+        print(f"error: {err}; the trial is recorded failed and the search stopped: free space "
+              f"(or fix the run dir) and rerun the same command to resume", file=sys.stderr)
         sys.exit(2)
     reports = result if isinstance(result, dict) else {cfg.search.strategy: result}
     if reports.get("dass") is not None and reports["dass"].n_complete == 0:

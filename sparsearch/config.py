@@ -10,6 +10,7 @@ Importing this module must stay cheap (no torch, no mlflow): ``--help`` goes thr
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -229,6 +230,8 @@ class RunnerConfig:
     storage_path: str | None = None
     # CPUs of the local Ray that runner.address=null starts (null: all of this machine's).
     num_cpus: int | None = None
+    # Seconds to wait for the cluster at runner.address to answer before giving up.
+    connect_timeout_s: float = 15.0
 
 
 @dataclass
@@ -237,6 +240,9 @@ class TrackingConfig:
     uri: str = "sqlite:///outputs/mlflow.db"
     # MLflow experiment name (null: the experiment name of the config).
     experiment: str | None = None
+    # Seconds an http(s) tracking server has to answer before the search gives up (also
+    # MLflow's per-request timeout; its retries follow MLFLOW_HTTP_REQUEST_MAX_RETRIES).
+    timeout_s: float = 10.0
 
 
 @dataclass
@@ -302,6 +308,41 @@ def parse_objectives(objectives: list[str]) -> list[tuple[str, str]]:
     return out
 
 
+def _at_least(key: str, value: Any, low: float, *, optional: bool = False) -> None:
+    """``value`` is a finite number >= ``low`` (or null when ``optional``)."""
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not math.isfinite(value) or value < low:
+        null = " or null" if optional else ""
+        raise ConfigError(f"{key} must be >= {low:g}{null}, got {value!r}")
+
+
+def _positive(key: str, value: Any, *, optional: bool = False) -> None:
+    """``value`` is a finite number > 0 (or null when ``optional``)."""
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not math.isfinite(value) or value <= 0:
+        null = " or null" if optional else ""
+        raise ConfigError(f"{key} must be > 0{null}, got {value!r}")
+
+
+def _validate_model(cfg: SparsearchConfig) -> None:
+    m = cfg.model
+    if m.kind == "mlp" and (not m.hidden or any(w < 1 for w in m.hidden)):
+        raise ConfigError(f"model.hidden must be a non-empty list of widths >= 1, "
+                          f"got {list(m.hidden)}")
+    if m.kind in ("cnn", "cnn1d") and (len(m.channels) != 3 or any(c < 1 for c in m.channels)):
+        raise ConfigError(f"model.channels must be three channel counts >= 1, "
+                          f"got {list(m.channels)}")
+    if not 0.0 <= m.dropout < 1.0:
+        raise ConfigError(f"model.dropout must be in [0, 1), got {m.dropout}")
+    if m.kind == "timm" and not m.name.strip():
+        raise ConfigError("model.name must name a timm model (kind=timm), got ''")
+    _at_least("model.img_size", m.img_size, 1, optional=True)
+
+
 def split_compare_entry(entry: str) -> tuple[str, str | None]:
     """"random_asha" -> ("random", "asha"); an entry with no scheduler suffix -> (entry, None)."""
     from sparsearch.schedulers import list_schedulers
@@ -363,7 +404,10 @@ def validate(cfg: SparsearchConfig) -> SparsearchConfig:
         value = getattr(cfg.data, key)
         if not 0.0 < value < 0.5:
             raise ConfigError(f"data.{key} must be in (0, 0.5), got {value}")
+    _at_least("data.image_size", cfg.data.image_size, 1, optional=True)
+    _at_least("data.limit", cfg.data.limit, 1, optional=True)
     MODELS.check(cfg.model.kind)
+    _validate_model(cfg)
     if cfg.model.options and cfg.model.kind not in ("custom", "timm"):
         raise ConfigError(f"model.options is for model.kind=custom or timm, not "
                           f"{cfg.model.kind}: set model.kind or drop model.options")
@@ -376,6 +420,8 @@ def validate(cfg: SparsearchConfig) -> SparsearchConfig:
         raise ConfigError(f"train.lr must be > 0, got {cfg.train.lr}")
     if cfg.train.batch_size < 1:
         raise ConfigError(f"train.batch_size must be >= 1, got {cfg.train.batch_size}")
+    _at_least("train.weight_decay", cfg.train.weight_decay, 0)
+    _at_least("train.threads", cfg.train.threads, 1, optional=True)
     _one_of("train.optimizer", cfg.train.optimizer, ("adam", "sgd"))
     _one_of("train.device", cfg.train.device, ("cpu", "cuda", "auto"))
     STRATEGIES.check(cfg.search.strategy)
@@ -397,7 +443,10 @@ def validate(cfg: SparsearchConfig) -> SparsearchConfig:
     if cfg.search.latency_batch_size < 1:
         raise ConfigError(f"search.latency_batch_size must be >= 1, "
                           f"got {cfg.search.latency_batch_size}")
-    for metric in cfg.search.reference:
+    _at_least("search.n_startup_trials", cfg.search.n_startup_trials, 0)
+    _at_least("search.population_size", cfg.search.population_size, 2)
+    for metric, bound in cfg.search.reference.items():
+        _at_least(f"search.reference.{metric}", bound, -math.inf)
         if metric not in {m for m, _ in objectives}:
             raise ConfigError(f"search.reference.{metric} is not one of the objectives "
                               f"{[m for m, _ in objectives]}")
@@ -430,10 +479,16 @@ def validate(cfg: SparsearchConfig) -> SparsearchConfig:
                           f"(or auto) or runner.resources_per_trial.gpu=0")
     if cfg.runner.max_failures < 0:
         raise ConfigError(f"runner.max_failures must be >= 0, got {cfg.runner.max_failures}")
+    _at_least("runner.max_concurrent_trials", cfg.runner.max_concurrent_trials, 1,
+              optional=True)
+    _at_least("runner.num_cpus", cfg.runner.num_cpus, 1, optional=True)
+    _positive("runner.connect_timeout_s", cfg.runner.connect_timeout_s)
+    _positive("tracking.timeout_s", cfg.tracking.timeout_s)
     if not (cfg.tracking.uri.startswith(("sqlite:///", "http://", "https://", "postgresql",
                                          "mysql", "databricks"))):
         raise ConfigError(f"tracking.uri must be sqlite:///PATH or an http(s):// MLflow server "
                           f"(MLflow 3 has no file store), got {cfg.tracking.uri!r}")
-    if any(b < 1 for b in cfg.export.batch_sizes):
-        raise ConfigError(f"export.batch_sizes must be >= 1, got {list(cfg.export.batch_sizes)}")
+    if not cfg.export.batch_sizes or any(b < 1 for b in cfg.export.batch_sizes):
+        raise ConfigError(f"export.batch_sizes must be a non-empty list of sizes >= 1, "
+                          f"got {list(cfg.export.batch_sizes)}")
     return cfg

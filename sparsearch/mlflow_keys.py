@@ -12,8 +12,10 @@ __all__ = [
     "DASS_LAMBDA",
     "DASS_POINT",
     "DASS_SWEEP",
+    "EXPERIMENT_KIND",
     "FAIL_REASON",
     "METRICS",
+    "NOTE",
     "NODE_ID",
     "OPTUNA_NUMBER",
     "PARENT_RUN",
@@ -47,6 +49,10 @@ TRAIN_NODE_ID = "sparsearch.train_node_id"  # DASS child: the Ray node that trai
 PARETO = "pareto"  # child: "true" | "false"
 PARETO_RANK = "pareto_rank"  # child on the front: its rank
 PARENT_RUN = "mlflow.parentRunId"  # MLflow's own nesting tag (the UI reads it)
+NOTE = "mlflow.note.content"  # MLflow's run description (markdown): parent and Pareto children
+
+# Experiment tags.
+EXPERIMENT_KIND = "mlflow.experimentKind"  # MLflow's: which layout the UI opens the experiment in
 
 # Optuna trial and study attributes.
 METRICS = "sparsearch.metrics"  # trial: the TrialResult's metrics

@@ -14,6 +14,7 @@ field and what is allowed.
 from __future__ import annotations
 
 import fnmatch
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import resources
@@ -25,7 +26,8 @@ import yaml
 from sparsearch.config import ConfigError
 from sparsearch.spec import LayerRule, SubnetSpec, parse_block, parse_nm, pattern_names
 
-__all__ = ["Dimension", "LayerGroup", "SearchSpace", "list_spaces", "load_space", "resolve_space"]
+__all__ = ["Dimension", "LayerGroup", "SearchSpace", "list_spaces", "load_space", "parse_space",
+           "parse_space_text", "resolve_space"]
 
 KINDS = ("choice", "float", "int", "fixed")
 HPARAMS = {"lr": float, "epochs": int, "batch_size": int, "weight_decay": float}
@@ -88,8 +90,6 @@ class Dimension:
         if levels < 2 or lo == hi:
             return [self.low]
         if self.log:
-            import math
-
             points = [math.exp(math.log(lo) + (math.log(hi) - math.log(lo)) * i / (levels - 1))
                       for i in range(levels)]
         else:
@@ -108,10 +108,44 @@ class LayerGroup:
     dims: dict[str, Dimension]
 
 
+# What Optuna can store as a categorical choice, and what a spec serialises as-is.
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def _scalar(where: str, value: Any) -> Any:
+    if not isinstance(value, _SCALARS) or isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where}: values must be finite numbers, strings, booleans or null, "
+                          f"got {value!r}")
+    return value
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) \
+        and math.isfinite(value)
+
+
+def _mapping(where: str, raw: Any, what: str) -> dict[str, Any]:
+    """``raw`` as a mapping with string keys (a YAML list or scalar here is a mistake)."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: must be a mapping of {what}, got {type(raw).__name__} "
+                          f"{_short(raw)}")
+    for key in raw:
+        if not isinstance(key, str):
+            raise ConfigError(f"{where}: keys must be names, got {key!r}")
+    return raw
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _parse_dimension(where: str, name: str, raw: Any) -> Dimension:
     if not isinstance(raw, dict):
         # A bare value is a fixed dimension: `sparsity: 0.3`.
-        return Dimension(name=name, kind="fixed", value=raw)
+        return Dimension(name=name, kind="fixed", value=_scalar(where, raw))
     kinds = [k for k in raw if k in KINDS]
     unknown = [k for k in raw if k not in (*KINDS, "log", "step", "when")]
     if unknown:
@@ -121,27 +155,40 @@ def _parse_dimension(where: str, name: str, raw: Any) -> Dimension:
         raise ConfigError(f"{where}: needs exactly one kind of {list(KINDS)}, got {kinds}")
     kind = kinds[0]
     spec = raw[kind]
-    when_raw = raw.get("when") or {}
-    if not isinstance(when_raw, dict):
-        raise ConfigError(f"{where}.when: must map a parameter to a value or list of values")
-    when = {k: tuple(v) if isinstance(v, list) else (v,) for k, v in when_raw.items()}
-    log, step = bool(raw.get("log", False)), raw.get("step")
+    when = {}
+    for ref, allowed in _mapping(f"{where}.when", raw.get("when"),
+                                 "parameter -> value or list of values").items():
+        values = allowed if isinstance(allowed, list) else [allowed]
+        when[ref] = tuple(_scalar(f"{where}.when.{ref}", v) for v in values)
+    log, step = raw.get("log", False), raw.get("step")
+    if not isinstance(log, bool):
+        raise ConfigError(f"{where}.log: must be true or false, got {log!r}")
+    if kind in ("fixed", "choice") and ("log" in raw or "step" in raw):
+        raise ConfigError(f"{where}: log and step apply to float and int ranges only, "
+                          f"not to {kind}")
     if kind == "fixed":
-        return Dimension(name=name, kind=kind, value=spec, when=when)
+        return Dimension(name=name, kind=kind, value=_scalar(f"{where}.fixed", spec), when=when)
     if kind == "choice":
         if not isinstance(spec, list) or not spec:
-            raise ConfigError(f"{where}.choice: must be a non-empty list, got {spec!r}")
-        return Dimension(name=name, kind=kind, values=tuple(spec), when=when)
-    if not (isinstance(spec, list) and len(spec) == 2
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in spec)):
-        raise ConfigError(f"{where}.{kind}: must be [low, high], got {spec!r}")
+            raise ConfigError(f"{where}.choice: must be a non-empty list, got {_short(spec)}")
+        return Dimension(name=name, kind=kind,
+                         values=tuple(_scalar(f"{where}.choice", v) for v in spec), when=when)
+    if not (isinstance(spec, list) and len(spec) == 2 and all(_number(v) for v in spec)):
+        raise ConfigError(f"{where}.{kind}: must be [low, high] of finite numbers, "
+                          f"got {_short(spec)}")
     low, high = spec
+    if kind == "int" and not all(float(v).is_integer() for v in spec):
+        raise ConfigError(f"{where}.int: bounds must be whole numbers, got [{low}, {high}]")
     if low > high:
         raise ConfigError(f"{where}.{kind}: low must be <= high, got [{low}, {high}]")
     if log and low <= 0:
         raise ConfigError(f"{where}.{kind}: log scale needs low > 0, got {low}")
-    if log and step is not None:
-        raise ConfigError(f"{where}: log and step cannot be combined")
+    if step is not None:
+        if log:
+            raise ConfigError(f"{where}: log and step cannot be combined")
+        if not _number(step) or step <= 0 or kind == "int" and not float(step).is_integer():
+            allowed = "a whole number >= 1" if kind == "int" else "a number > 0"
+            raise ConfigError(f"{where}.step: must be {allowed}, got {step!r}")
     return Dimension(name=name, kind=kind, low=low, high=high, log=log, step=step, when=when)
 
 
@@ -151,7 +198,7 @@ def _check_values(where: str, dim: Dimension, key: str, *, recipes: Iterable[str
     values = dim.possible_values()
     if key == "sparsity":
         for v in values:
-            if not isinstance(v, (int, float)) or not 0.0 <= float(v) < 1.0:
+            if not _number(v) or not 0.0 <= float(v) < 1.0:
                 raise ConfigError(f"{where}: sparsity must lie in [0, 1), got {v!r}")
     elif key == "pattern":
         for v in values:
@@ -183,8 +230,12 @@ def _check_values(where: str, dim: Dimension, key: str, *, recipes: Iterable[str
                     f"{where}: allocation must be one of {sorted(allocations)}, got {v!r}")
     elif key in HPARAMS:
         for v in values:
-            if not isinstance(v, (int, float)) or v <= 0 and key != "weight_decay" or v < 0:
+            if not _number(v) or v <= 0 and key != "weight_decay" or v < 0:
                 raise ConfigError(f"{where}: {key} must be a positive number, got {v!r}")
+            if HPARAMS[key] is int and not float(v).is_integer():
+                raise ConfigError(f"{where}: {key} must be a whole number, got {v!r}")
+        if HPARAMS[key] is int and dim.kind == "float":
+            raise ConfigError(f"{where}: {key} is a whole number: use int, not float")
 
 
 @dataclass
@@ -287,14 +338,14 @@ def parse_space(raw: Any, *, source: str) -> SearchSpace:
     where = f"space {source}"
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: must be a mapping with 'params' and optional 'layers'")
-    unknown_top = set(raw) - {"description", "params", "layers"}
+    unknown_top = [k for k in raw if k not in ("description", "params", "layers")]
     if unknown_top:
-        raise ConfigError(f"{where}: unknown top-level key {sorted(unknown_top)[0]!r}; "
+        raise ConfigError(f"{where}: unknown top-level key {unknown_top[0]!r}; "
                           f"allowed: description, params, layers")
     recipes, allocations = list_recipes(), list_allocations()
     params: dict[str, Dimension] = {}
-    for name, dim_raw in (raw.get("params") or {}).items():
-        name = str(name)
+    for name, dim_raw in _mapping(f"{where}: params", raw.get("params"),
+                                  "parameter -> dimension").items():
         at = f"{where}: params.{name}"
         dim = _parse_dimension(at, name, dim_raw)
         if name in CORE or name in HPARAMS:
@@ -332,13 +383,14 @@ def parse_space(raw: Any, *, source: str) -> SearchSpace:
                           f"{'/'.join(sorted(patterns & {'unstructured', 'channel', 'block'}))} "
                           f"but there is no params.sparsity")
     layers = []
-    for glob, group_raw in (raw.get("layers") or {}).items():
+    for glob, group_raw in _mapping(f"{where}: layers", raw.get("layers"),
+                                    "layer glob -> group").items():
         at = f"{where}: layers.{glob}"
         if not isinstance(group_raw, dict):
             raise ConfigError(f"{at}: must be a mapping of {list(LAYER_KEYS)}")
-        unknown = set(group_raw) - set(LAYER_KEYS)
+        unknown = [k for k in group_raw if k not in LAYER_KEYS]
         if unknown:
-            raise ConfigError(f"{at}: unknown key {sorted(unknown)[0]!r}; "
+            raise ConfigError(f"{at}: unknown key {unknown[0]!r}; "
                               f"allowed: {list(LAYER_KEYS)}")
         dense = group_raw.get("dense", False)
         if not isinstance(dense, bool):
@@ -353,7 +405,7 @@ def parse_space(raw: Any, *, source: str) -> SearchSpace:
                         raise ConfigError(f"{at}.{key}.when refers to {ref!r}, which is not a "
                                           f"parameter of this space")
                 dims[key] = dim
-        layers.append(LayerGroup(glob=str(glob), dense=dense, dims=dims))
+        layers.append(LayerGroup(glob=glob, dense=dense, dims=dims))
     return SearchSpace(source=source, description=str(raw.get("description", "")),
                        params=params, layers=layers)
 
@@ -378,13 +430,35 @@ def resolve_space(ref: str) -> Path:
     return Path(str(candidate))
 
 
-def load_space(ref: str) -> SearchSpace:
-    """Reads, parses and validates a space file by name or path."""
-    path = resolve_space(ref)
+def parse_space_text(text: str, *, source: str) -> SearchSpace:
+    """Parses the YAML text of a space file (``source`` names it in messages).
+
+    Raises:
+        ConfigError: one line naming the file, the field and what is allowed.
+    """
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"space {path}: not valid YAML{at}") from None
-    return parse_space(raw, source=path.name if "/" not in ref else str(path))
+        raise ConfigError(f"space {source}: not valid YAML{at}") from None
+    except ValueError as err:
+        # PyYAML builds dates and tagged scalars eagerly: `2020-13-45`, `!!int abc`.
+        raise ConfigError(f"space {source}: not valid YAML ({err})") from None
+    except RecursionError:
+        raise ConfigError(f"space {source}: not valid YAML (nested too deeply)") from None
+    return parse_space(raw, source=source)
+
+
+def load_space(ref: str) -> SearchSpace:
+    """Reads, parses and validates a space file by name or path."""
+    path = resolve_space(ref)
+    source = path.name if "/" not in ref else str(path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as err:
+        raise ConfigError(f"space {source}: cannot be read ({err.strerror})") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"space {source}: not UTF-8 text (byte {err.start}); a space file "
+                          f"is YAML") from None
+    return parse_space_text(text, source=source)

@@ -27,6 +27,8 @@ __all__ = ["Tracker", "artifact_root_for"]
 SEARCH_KEY = keys.SEARCH_KEY
 TRIAL_KEY = keys.TRIAL_KEY
 PARENT = keys.PARENT_RUN
+# The experiment kind whose UI layout opens on runs (model training), not on GenAI traces.
+MODEL_TRAINING = "custom_model_development"
 
 
 def artifact_root_for(uri: str) -> str | None:
@@ -91,7 +93,8 @@ class Tracker:
             if found is None:
                 try:
                     self.experiment_id = self.client.create_experiment(
-                        experiment, artifact_location=artifact_root_for(uri))
+                        experiment, artifact_location=artifact_root_for(uri),
+                        tags={keys.EXPERIMENT_KIND: MODEL_TRAINING})
                 except Exception:
                     # Another process (a server's client) created it between look-up and
                     # create.
@@ -101,6 +104,42 @@ class Tracker:
                     self.experiment_id = found.experiment_id
             else:
                 self.experiment_id = found.experiment_id
+                if keys.EXPERIMENT_KIND not in found.tags:
+                    self.client.set_experiment_tag(self.experiment_id, keys.EXPERIMENT_KIND,
+                                                   MODEL_TRAINING)
+
+    def run_url(self, run_id: str, *, ui: str = "http://127.0.0.1:5000") -> str:
+        """Where the MLflow UI shows a run: on the server itself, or on ``mlflow ui`` (``ui``)
+        for a database."""
+        base = self.uri.rstrip("/") if self.uri.startswith(("http://", "https://")) else ui
+        # MLflow 3.17's UI picks its GenAI or model-training layout from this parameter, else
+        # from the browser's last choice (GenAI at first), whatever the experiment's kind.
+        return (f"{base}/#/experiments/{self.experiment_id}/runs/{run_id}"
+                f"?workflowType=machine_learning")
+
+    def log_dataset(self, run_id: str, *, name: str, splits: dict[str, tuple[Any, Any]],
+                    source: str | None) -> None:
+        """Logs each split as a dataset input of the run (its rows, shape and digest show in
+        the UI's Datasets column); logging the same data again adds nothing.
+
+        Args:
+            run_id: the run.
+            name: the dataset's name.
+            splits: context (train, validation, test) -> (features, targets) numpy arrays.
+            source: the local folder the data came from (None: a built-in set).
+        """
+        from mlflow.data.code_dataset_source import CodeDatasetSource
+        from mlflow.data.numpy_dataset import from_numpy
+        from mlflow.entities import DatasetInput, InputTag
+
+        inputs = []
+        for context, (features, targets) in splits.items():
+            dataset = from_numpy(
+                features, targets=targets, name=name,
+                source=source if source else CodeDatasetSource({"dataset": name}))
+            inputs.append(DatasetInput(dataset._to_mlflow_entity(),
+                                       tags=[InputTag("mlflow.data.context", context)]))
+        self.client.log_inputs(run_id, datasets=inputs)
 
     def _find(self, filter_string: str) -> str | None:
         runs = self.client.search_runs([self.experiment_id], filter_string=filter_string,

@@ -23,8 +23,8 @@ if TYPE_CHECKING:
 
     from sparsearch.tracking import Tracker
 
-__all__ = ["EarlyStopping", "FrontEntry", "SearchReport", "default_reference", "early_stopping",
-           "finalize_search"]
+__all__ = ["EarlyStopping", "FrontEntry", "SearchReport", "default_reference",
+           "describe_search", "early_stopping", "finalize_search"]
 
 
 @dataclass
@@ -53,6 +53,8 @@ class SearchReport:
     wall_s: float = 0.0
     search_s: float = 0.0
     early_stopping: EarlyStopping | None = None
+    # Where the MLflow UI shows the search's parent run.
+    run_url: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -210,7 +212,9 @@ def finalize_search(setup: SearchSetup, study: optuna.Study, *, tracker: Tracker
     front_keys = {trial_key(complete[i]) for i in front}
     for key, run_id in runs.items():
         if key not in front_keys:
-            tracker.set_tags(run_id, {keys.PARETO: "false"})
+            # As a metric too: the UI's charts colour and filter by metrics, not by tags.
+            tracker.record(run_id, metrics={keys.PARETO: 0.0}, series=[],
+                           tags={keys.PARETO: "false"})
     entries = []
     for rank, i in enumerate(front):
         t = complete[i]
@@ -226,8 +230,17 @@ def finalize_search(setup: SearchSetup, study: optuna.Study, *, tracker: Tracker
         spec = json.loads((trial_dir(setup.run_dir, key) / "spec.json").read_text())
         front_run = runs.get(key)
         if front_run is not None:
-            tracker.set_tags(front_run, {keys.PARETO: "true", keys.PARETO_RANK: rank})
-            tracker.log_metrics(front_run, {"test_accuracy": metrics["test_accuracy"]})
+            summary = ", ".join(f"{m} {_cell(metrics[m])}" for m, _ in setup.objectives
+                                if m in metrics)
+            tracker.record(front_run, metrics={"test_accuracy": metrics["test_accuracy"],
+                                            keys.PARETO: 1.0, keys.PARETO_RANK: rank},
+                           series=[], tags={keys.PARETO: "true", keys.PARETO_RANK: rank,
+                                            keys.NOTE: (
+                               f"Pareto rank **{rank}** of the `{setup.cfg.search.strategy}` "
+                               f"search **{setup.cfg.name}**: {summary}, test_accuracy "
+                               f"{_cell(metrics['test_accuracy'])}; {_pattern(spec)}, "
+                               f"allocation {spec.get('allocation')}, recipe "
+                               f"{spec.get('recipe')}.")})
         entries.append(FrontEntry(rank=rank, key=key, run_id=front_run, spec=spec,
                                   metrics=metrics))
     report = SearchReport(objectives=setup.objectives, reference=reference, hypervolume=volume,
@@ -255,4 +268,71 @@ def finalize_search(setup: SearchSetup, study: optuna.Study, *, tracker: Tracker
             "epochs_trained": stopping.epochs_trained,
             **{f"pruned_at_epoch_{e}": n for e, n in stopping.stopped_at.items()}}
            if stopping else {})})
+    data = setup.ctx.data
+    root = setup.cfg.data.root
+    tracker.log_dataset(parent_run_id, name=data.name, splits={
+        "train": _arrays(data.train), "validation": _arrays(data.val), "test": _arrays(data.test)},
+        source=str(Path(root).expanduser().resolve()) if root else None)
+    report.run_url = tracker.run_url(parent_run_id)
+    tracker.set_tags(parent_run_id, {keys.NOTE: describe_search(setup, report, runs=runs)})
     return report
+
+
+def _arrays(pair: tuple[Any, Any]) -> tuple[Any, Any]:
+    return pair[0].cpu().numpy(), pair[1].cpu().numpy()
+
+
+def _cell(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def describe_search(setup: SearchSetup, report: SearchReport, *, runs: dict[int, str]) -> str:
+    """The parent run's description (markdown): what was searched, on what budget, and the
+    Pareto front as a table, so the run's page opens on the results."""
+    cfg = setup.cfg
+    data = setup.ctx.data
+    sizes = "/".join(str(len(pair[1])) for pair in (data.train, data.val, data.test))
+    budget = ", ".join(part for part in (
+        f"{cfg.search.n_trials} trials" if cfg.search.n_trials is not None else "",
+        f"{cfg.search.timeout_s:g} s" if cfg.search.timeout_s is not None else "") if part)
+    metrics = [m for m, _ in report.objectives]
+    columns = ["rank", "trial", *metrics, "test_accuracy", "pattern", "allocation", "recipe",
+               "run"]
+    # The UI shows the first lines of a description until "Show more": results first.
+    lines = [
+        f"Hypervolume **{report.hypervolume:.4f}** (reference "
+        f"{', '.join(f'{m} {r:g}' for m, r in zip(metrics, report.reference, strict=True))}) "
+        f"of `{cfg.search.strategy}` search **{cfg.name}**; budget {budget}: "
+        f"{report.n_complete} complete, {report.n_failed} failed"
+        + (f", {report.early_stopping.n_pruned} stopped early by `{cfg.search.scheduler}`."
+           if report.early_stopping else "."),
+        "",
+        "| " + " | ".join(columns) + " |",
+        "|" + "---|" * len(columns),
+        "| dense | - | " + " | ".join(_cell(report.dense.get(m, "-")) for m in metrics)
+        + f" | {_cell(report.dense.get('test_accuracy', '-'))} | dense | - | - | - |",
+    ]
+    for entry in report.front:
+        run = f"trial-{entry.key:04d}" if entry.key in runs else "-"
+        lines.append("| " + " | ".join([
+            str(entry.rank), str(entry.key), *(_cell(entry.metrics.get(m, "-")) for m in metrics),
+            _cell(entry.metrics.get("test_accuracy", "-")), _pattern(entry.spec),
+            str(entry.spec.get("allocation", "-")), str(entry.spec.get("recipe", "-")), run])
+            + " |")
+    lines += [
+        "",
+        f"Space `{cfg.space}`, model `{cfg.model.kind}`, data `{data.name}` "
+        f"(train/val/test {sizes}), seed {cfg.seed}. "
+        f"Objectives: {', '.join(f'{m} ({d})' for m, d in report.objectives)}.",
+        "",
+        f"Every trial is a child run: in the Chart view, plot `{metrics[0]}` against "
+        f"`{metrics[-1]}`; the metric `pareto` is 1 on the front."]
+    return "\n".join(lines)
+
+
+def _pattern(spec: dict[str, Any]) -> str:
+    if spec.get("pattern") == "nm":
+        return f"nm {spec.get('nm')}"
+    if spec.get("pattern") == "block":
+        return f"block {spec.get('block')}"
+    return str(spec.get("pattern", "-"))

@@ -17,6 +17,8 @@ from sparsearch import mlflow_keys as keys
 if TYPE_CHECKING:
     import optuna
 
+from sparsearch.config import ConfigError
+
 __all__ = ["RETRY_OF", "STALE", "budget_used", "open_study", "recover_stale", "trial_key"]
 
 STALE = keys.STALE
@@ -37,8 +39,8 @@ def open_study(*, name: str, storage: str | None, run_dir: Path,
     )
     existing = [d.name.lower()[:3] for d in study.directions]
     if existing != [d[:3] for d in directions]:
-        raise ValueError(f"search.objectives changed since this run dir's study was created "
-                         f"(study has {existing}); use a new hydra.run.dir")
+        raise ConfigError(f"search.objectives changed since this run dir's study was created "
+                          f"(study has {existing}); use a new hydra.run.dir")
     return study
 
 

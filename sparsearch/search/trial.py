@@ -8,8 +8,11 @@ result and the trained weights (masked weights stored as exact zeros).
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable
+import os
+import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,8 +25,8 @@ if TYPE_CHECKING:
     from sparsearch.search.work import Worker
     from sparsearch.tracking import Tracker
 
-__all__ = ["TrialJob", "TrialReport", "TrialUnit", "load_trial_model", "record_stopped_trial",
-           "run_trial", "trial_dir"]
+__all__ = ["TrialJob", "TrialReport", "TrialUnit", "TrialWriteError", "load_trial_model",
+           "record_stopped_trial", "run_trial", "trial_dir"]
 
 # report(epoch, metrics, series so far) -> True to stop the trial there (see ``evaluate``).
 TrialReport = Callable[[int, dict[str, float], list[tuple[str, float, int]]], bool]
@@ -53,6 +56,22 @@ class TrialJob:
     search_key: str
     parent_run_id: str
     extra_params: dict[str, Any]
+
+
+class TrialWriteError(OSError):
+    """A trial's files could not be written (a full disk, a lost mount): the trial is
+    recorded failed and the search must stop, since every later trial would fail alike."""
+
+
+def _write_atomic(path: Path, write: Any) -> None:
+    """``write(tmp)`` then a rename: a file under its final name is always whole."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 @dataclass(frozen=True)
@@ -95,13 +114,23 @@ def trial_dir(run_dir: str | Path, key: int) -> Path:
 def _save_weights(model: Any, path: Path) -> None:
     import copy
 
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
     from sparsearch.sparsity.masking import remove_masks
 
     baked = copy.deepcopy(model).cpu()
     remove_masks(baked)
-    save_file({k: v.contiguous() for k, v in baked.state_dict().items()}, str(path))
+    try:
+        save_file({k: v.contiguous() for k, v in baked.state_dict().items()}, str(path))
+    except SafetensorError as err:
+        # safetensors' Rust writer reports an I/O failure as "... (os error 28)": the same
+        # OSError a Python write would raise, so a full disk reads the same everywhere.
+        found = re.search(r"os error (\d+)", str(err))
+        if found is None:
+            raise
+        code = int(found.group(1))
+        raise OSError(code, os.strerror(code), str(path)) from err
 
 
 def load_trial_model(job_ctx: EvalContext, run_dir: str | Path, key: int) -> Any:
@@ -127,10 +156,27 @@ def load_trial_model(job_ctx: EvalContext, run_dir: str | Path, key: int) -> Any
 RUN_STATUS = {"complete": "FINISHED", "pruned": "KILLED", "failed": "FAILED"}
 
 
+@contextlib.contextmanager
+def _trial_files(tracker: Tracker, run_id: str, *, key: int, number: int, folder: Path,
+                 series: list[tuple[str, float, int]]) -> Iterator[None]:
+    """Writes of a trial's files: one that fails (a full disk) fails the trial's run with
+    the reason and raises ``TrialWriteError``, which stops the search."""
+    try:
+        yield
+    except OSError as err:
+        reason = f"cannot write {folder} ({err.strerror or err})"
+        tracker.record(run_id, metrics={}, series=series, tags={
+            keys.STATUS: "failed", keys.OPTUNA_NUMBER: number, keys.FAIL_REASON: reason})
+        tracker.end_run(run_id, "FAILED")
+        raise TrialWriteError(f"trial {key}: {reason}") from None
+
+
 def _record(tracker: Tracker, run_id: str, *, folder: Path, number: int, result: TrialResult,
             series: list[tuple[str, float, int]]) -> None:
     """result.json, then the run's metrics, series and tags, and its end status."""
-    (folder / "result.json").write_text(json.dumps(result.to_dict(), indent=1))
+    # Written last of a trial's files: a trial folder with result.json is a finished trial.
+    _write_atomic(folder / "result.json",
+                  lambda tmp: tmp.write_text(json.dumps(result.to_dict(), indent=1)))
     tracker.record(run_id, metrics=result.metrics, series=series, tags={
         keys.STATUS: result.status, keys.OPTUNA_NUMBER: number,
         **({keys.FAIL_REASON: result.reason}
@@ -169,9 +215,11 @@ def run_trial(job: TrialJob, *, tracker: Tracker | None = None,
                                tags={keys.SPEC: job.spec.to_json()})
     tracker.log_params(run_id, {**job.spec.flat_params(), **job.extra_params})
     folder = trial_dir(job.run_dir, job.key)
-    folder.mkdir(parents=True, exist_ok=True)
-    # Written first: a trial stopped on a Ray worker is recorded by the driver from here on.
-    (folder / "spec.json").write_text(job.spec.to_json())
+    with _trial_files(tracker, run_id, key=job.key, number=job.number, folder=folder,
+                      series=[]):
+        folder.mkdir(parents=True, exist_ok=True)
+        # Written first: a trial stopped on a Ray worker is recorded by the driver from here on.
+        _write_atomic(folder / "spec.json", lambda tmp: tmp.write_text(job.spec.to_json()))
     series: list[tuple[str, float, int]] = []
     try:
         result, model = evaluate(
@@ -180,7 +228,9 @@ def run_trial(job: TrialJob, *, tracker: Tracker | None = None,
     except Exception as err:
         # A crash inside one trial is that trial's failure, not the search's.
         result, model = TrialResult("failed", {}, f"{type(err).__name__}: {err}"), None
-    if model is not None:
-        _save_weights(model, folder / "weights.safetensors")
-    _record(tracker, run_id, folder=folder, number=job.number, result=result, series=series)
+    with _trial_files(tracker, run_id, key=job.key, number=job.number, folder=folder,
+                      series=series):
+        if model is not None:
+            _write_atomic(folder / "weights.safetensors", lambda tmp: _save_weights(model, tmp))
+        _record(tracker, run_id, folder=folder, number=job.number, result=result, series=series)
     return result
