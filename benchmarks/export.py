@@ -46,7 +46,8 @@ import torch
 from torch import nn
 from torch.utils.benchmark import Timer
 
-from sparsearch.export import kernel_table, load, read_manifest, save
+from sparsearch.export import load, read_manifest, save
+from sparsearch.export._table import kernel_table
 from sparsearch.models import create_model
 from sparsearch.sparsity import (
     apply_masks,

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch.utils.benchmark import Timer
 
 from sparsearch import kernels
-from sparsearch.export import detect_format
+from sparsearch.export._detect import detect_format
 from sparsearch.sparsity import block_mask, nm_mask, unstructured_mask
 
 PATTERNS = {
@@ -60,8 +60,11 @@ PATTERNS = {
 CPU_PATTERNS = [p for p in PATTERNS if p != "2:8"]
 CUDA_PATTERNS = ["2:4", "1:4", "1:8", "2:8"]
 QUICK_PATTERNS = ["block32 95%", "unstructured 90%", "1:8"]
-CPU_KERNELS = ("csr", "csr_cpu", "gather_sum", "bsr", "bsr_cpu", "block_gather", "nm_cpu")
-CUDA_KERNELS = ("semi_structured", "nm_triton")
+# Every sparse kernel on CPU; on CUDA only those made for it (the CPU ones that also run
+# there are not what a GPU deployment would pick).
+CPU_KERNELS = [k for k in kernels.list_kernels(device="cpu") if k != "dense"]
+CUDA_KERNELS = [k for k in kernels.list_kernels(device="cuda")
+                if k not in kernels.list_kernels(device="cpu")]
 
 
 def bandwidth_gbs(device: torch.device, *, repeats: int = 7) -> float:

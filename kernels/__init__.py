@@ -30,18 +30,13 @@ from . import (  # noqa: F401 (fill the registry)
     _torch_kernels,
 )
 from ._formats import (
-    SEMI24_MIN_SHAPE,
     SparseWeight,
     WeightFormat,
     encode_weight,
     get_format,
     list_formats,
-    nm_positions,
-    nm_view,
     register_format,
 )
-from ._nm_cpu import build_nm_cpu, pack_nm_rows
-from ._nm_triton import nm_linear_triton, pad_nm_slots
 from ._registry import (
     Kernel,
     KernelUnavailable,
@@ -51,28 +46,21 @@ from ._registry import (
     list_kernels,
     register_kernel,
 )
-from ._sparse_cpu import build_sparse_cpu
 
+# What a user calls or implements to add a kernel or format; builds, layouts and the
+# format-internal views are imported from their modules by the code that needs them.
 __all__ = [
-    "SEMI24_MIN_SHAPE",
     "Kernel",
     "KernelUnavailable",
     "Operands",
     "SparseWeight",
     "WeightFormat",
-    "build_nm_cpu",
-    "build_sparse_cpu",
     "encode_weight",
     "get_format",
     "get_kernel",
     "kernels_for",
     "list_formats",
     "list_kernels",
-    "nm_linear_triton",
-    "nm_positions",
-    "nm_view",
-    "pack_nm_rows",
-    "pad_nm_slots",
     "register_format",
     "register_kernel",
 ]

@@ -30,7 +30,10 @@ from typing import Any
 
 import torch
 
+from sparsearch.catalogue import Catalogue
+
 __all__ = [
+    "FORMATS",
     "SEMI24_MIN_SHAPE",
     "SparseWeight",
     "WeightFormat",
@@ -98,7 +101,8 @@ class WeightFormat(ABC):
     def decode(self, weight: SparseWeight) -> torch.Tensor: ...
 
 
-_FORMATS: dict[str, WeightFormat] = {}
+# One instance per format: formats are stateless, a SparseWeight holds the tensors.
+FORMATS: Catalogue[WeightFormat] = Catalogue("weight format")
 
 
 def register_format(name: str) -> Callable[[type[WeightFormat]], type[WeightFormat]]:
@@ -106,20 +110,24 @@ def register_format(name: str) -> Callable[[type[WeightFormat]], type[WeightForm
 
     def wrap(cls: type[WeightFormat]) -> type[WeightFormat]:
         cls.name = name
-        _FORMATS[name] = cls()
+        FORMATS.register(name, cls())
         return cls
 
     return wrap
 
 
 def list_formats() -> list[str]:
-    return sorted(_FORMATS)
+    return FORMATS.names()
+
+
+def sparse_formats() -> tuple[str, ...]:
+    """Every registered format but dense: what a kernel that decodes any weight serves."""
+    return tuple(name for name in FORMATS.names() if name != "dense")
 
 
 def get_format(name: str) -> WeightFormat:
-    if name not in _FORMATS:
-        raise ValueError(f"weight format must be one of {list_formats()}, got {name!r}")
-    return _FORMATS[name]
+    """The format registered as ``name``; ``UnknownName`` (one line) when there is none."""
+    return FORMATS.get(name)
 
 
 def encode_weight(weight: torch.Tensor, format: str, **params: Any) -> SparseWeight:

@@ -14,9 +14,12 @@ from typing import Any, ClassVar
 
 import torch
 
+from sparsearch.catalogue import Catalogue
+
 from ._formats import SparseWeight
 
 __all__ = [
+    "KERNELS",
     "Kernel",
     "KernelUnavailable",
     "get_kernel",
@@ -70,7 +73,8 @@ class Kernel(ABC):
         """``x [rows, in] -> x @ W.T + bias [rows, out]`` (the result may be a strided view)."""
 
 
-_KERNELS: dict[str, Kernel] = {}
+# One instance per kernel: kernels are stateless, layers keep the operands.
+KERNELS: Catalogue[Kernel] = Catalogue("kernel")
 
 
 def register_kernel(name: str) -> Callable[[type[Kernel]], type[Kernel]]:
@@ -78,7 +82,7 @@ def register_kernel(name: str) -> Callable[[type[Kernel]], type[Kernel]]:
 
     def wrap(cls: type[Kernel]) -> type[Kernel]:
         cls.name = name
-        _KERNELS[name] = cls()
+        KERNELS.register(name, cls())
         return cls
 
     return wrap
@@ -86,16 +90,14 @@ def register_kernel(name: str) -> Callable[[type[Kernel]], type[Kernel]]:
 
 def list_kernels(*, format: str | None = None, device: str | None = None) -> list[str]:
     """Registered kernel names, optionally only those serving ``format`` on ``device``."""
-    return sorted(
-        name for name, k in _KERNELS.items()
-        if (format is None or format in k.formats) and (device is None or device in k.devices)
-    )
+    return [name for name in KERNELS.names()
+            if (format is None or format in KERNELS.get(name).formats)
+            and (device is None or device in KERNELS.get(name).devices)]
 
 
 def get_kernel(name: str) -> Kernel:
-    if name not in _KERNELS:
-        raise ValueError(f"kernel must be one of {list_kernels()}, got {name!r}")
-    return _KERNELS[name]
+    """The kernel registered as ``name``; ``UnknownName`` (one line) when there is none."""
+    return KERNELS.get(name)
 
 
 def kernels_for(weight: SparseWeight, *, device: torch.device | str,
@@ -109,10 +111,11 @@ def kernels_for(weight: SparseWeight, *, device: torch.device | str,
     device = torch.device(device)
     usable: list[Kernel] = []
     skipped: dict[str, str] = {}
-    for name in sorted(_KERNELS, key=lambda n: (n != "dense", n)):
-        reason = _KERNELS[name].unavailable_reason(weight, device=device, dtype=dtype)
+    for name in sorted(KERNELS, key=lambda n: (n != "dense", n)):
+        kernel = KERNELS.get(name)
+        reason = kernel.unavailable_reason(weight, device=device, dtype=dtype)
         if reason is None:
-            usable.append(_KERNELS[name])
+            usable.append(kernel)
         else:
             skipped[name] = reason
     return usable, skipped

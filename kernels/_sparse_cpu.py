@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 
 from ._cpp_build import build_extension
-from ._formats import SparseWeight, quiet_sparse_beta
+from ._formats import SparseWeight, quiet_sparse_beta, sparse_formats
 from ._registry import Kernel, KernelUnavailable, Operands, register_kernel
 
 __all__ = ["BsrCpuKernel", "CsrCpuKernel", "build_sparse_cpu"]
@@ -83,7 +83,7 @@ class BsrCpuKernel(_CppKernel):
 class CsrCpuKernel(_CppKernel):
     """CSR on CPU, fp32, for any sparse format (C++ extension)."""
 
-    formats = ("csr", "bsr", "nm", "semi24")
+    formats = sparse_formats()
 
     def prepare(self, weight: SparseWeight, *, device: torch.device,
                 dtype: torch.dtype) -> Operands:

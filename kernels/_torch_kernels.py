@@ -21,13 +21,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._formats import SparseWeight, nm_view, quiet_sparse_beta
+from ._formats import FORMATS, SparseWeight, nm_view, quiet_sparse_beta, sparse_formats
 from ._registry import Kernel, Operands, register_kernel
 
 __all__ = ["BlockGatherKernel", "BsrKernel", "CsrKernel", "DenseKernel", "GatherSumKernel"]
 
-_ALL_FORMATS = ("dense", "csr", "bsr", "nm", "semi24")
-_SPARSE_FORMATS = ("csr", "bsr", "nm", "semi24")
+# These kernels go through ``to_dense``, so they serve every format registered by now.
+_ALL_FORMATS = tuple(FORMATS.names())
+_SPARSE_FORMATS = sparse_formats()
 
 
 @register_kernel("dense")

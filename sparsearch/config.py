@@ -411,7 +411,7 @@ def validate(cfg: SparsearchConfig) -> SparsearchConfig:
         ConfigError: the first bad field, in one line.
     """
     from sparsearch.data import DATASETS
-    from sparsearch.models import MODELS
+    from sparsearch.models._registry import MODELS
     from sparsearch.runners import RUNNERS
     from sparsearch.search.strategies import STRATEGIES
 

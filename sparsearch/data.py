@@ -575,7 +575,7 @@ def load_custom_splits(target: str, *, val_fraction: float, test_fraction: float
     from torch.utils.data import Dataset
 
     from sparsearch.config import ConfigError
-    from sparsearch.models import resolve_target
+    from sparsearch.models._custom import resolve_target
 
     key = f"data.target {target!r}"
     try:

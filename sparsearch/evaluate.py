@@ -119,7 +119,8 @@ def _device(name: str) -> torch.device:
 def build_model(ctx: EvalContext, *, seed: int | None = None) -> nn.Module:
     """The context's model, freshly initialised from ``seed`` (default: the context's), or
     holding the context's dense checkpoint when it has one."""
-    from sparsearch.models import create_model, load_checkpoint
+    from sparsearch.models import create_model
+    from sparsearch.models._custom import load_checkpoint
 
     torch.manual_seed(ctx.seed if seed is None else seed)
     options = {k: v for k, v in ctx.model.items() if k not in ("kind", "checkpoint")}

@@ -88,16 +88,48 @@ def test_cnn_and_timm_models_build(digits):
     assert out.shape == (2, 10)
 
 
-def test_latency_is_measured_when_asked(digits):
+def test_latency_is_measured_on_the_masked_model_at_the_asked_batch(digits):
     from dataclasses import replace
+
+    from sparsearch.export import KernelLinear
 
     ctx = EvalContext(data=digits, model={"kind": "mlp", "hidden": [64, 64]},
                       train={**TRAIN, "epochs": 1})
     result, _ = evaluate(SubnetSpec(pattern="unstructured", sparsity=0.9), ctx)
     assert "latency_ms" not in result.metrics
-    result, _ = evaluate(SubnetSpec(pattern="unstructured", sparsity=0.9),
-                         replace(ctx, latency_batch=1))
-    assert result.metrics["latency_ms"] > 0
+
+    # Every forward pass of the run, seen by a global hook: the last input and output of
+    # each module; the modules that are not the trained model's are the latency measurement's.
+    seen: dict[int, tuple[torch.nn.Module, torch.Tensor, torch.Tensor]] = {}
+
+    def record(module, args, output):
+        if args:  # parametrizations are called with no input
+            seen[id(module)] = (module, args[0].detach().clone(), output.detach().clone())
+
+    handle = torch.nn.modules.module.register_module_forward_hook(record)
+    try:
+        result, model = evaluate(SubnetSpec(pattern="unstructured", sparsity=0.9),
+                                 replace(ctx, latency_batch=3))
+    finally:
+        handle.remove()
+    assert result.status == "complete" and result.metrics["latency_ms"] > 0
+    own = {id(m) for m in model.modules()}
+    timed = [(m, x, y) for key, (m, x, y) in seen.items() if key not in own]
+    nets = [(x, y) for m, x, y in timed if type(m) is type(model)]
+    # The copies timed (the swapped model and the dense reference it is checked against)
+    # ran at latency_batch, the swapped one last on the first validation inputs, and all
+    # compute what the trained model computes with its masks: not the dense weights, not an
+    # untrained net.
+    assert nets and all(x.shape[0] == 3 for x, _ in nets)
+    assert any(torch.equal(x, digits.val[0][:3]) for x, _ in nets)
+    model.eval()
+    with torch.no_grad():
+        for x, y in nets:
+            assert torch.allclose(y, model(x), rtol=1e-4, atol=1e-5)
+    # Its sparse layers were tuned for that batch only (the class it is recorded under).
+    for m, _, _ in timed:
+        if isinstance(m, KernelLinear):
+            assert list(m.kernel_names()) == [3]
 
 
 @pytest.mark.parametrize("recipe", list_recipes())

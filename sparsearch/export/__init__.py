@@ -17,28 +17,24 @@ MLflow's model registry under an alias. ``python -m sparsearch.export PATH --ben
 prints the per-layer kernel table.
 """
 
-from sparsearch.export._detect import detect_format
-from sparsearch.export._latency import measure_latency_ms, with_sparse_kernels
-from sparsearch.export._layers import KernelConv2d, KernelLinear, batch_class
+from sparsearch.export._latency import measure_latency_ms
+from sparsearch.export._layers import KernelConv2d, KernelLinear
 from sparsearch.export._load import load
 from sparsearch.export._manifest import ExportError, read_manifest
 from sparsearch.export._mlflow import RegisteredExport, load_registered, log_export
 from sparsearch.export._save import save
-from sparsearch.export._table import kernel_table
 
+# What a user calls or meets in a loaded model; format detection, batch classes, the
+# kernel table and the latency seam are imported from their modules by the code that needs them.
 __all__ = [
     "ExportError",
-    "RegisteredExport",
     "KernelConv2d",
     "KernelLinear",
-    "batch_class",
-    "detect_format",
-    "kernel_table",
+    "RegisteredExport",
     "load",
     "load_registered",
     "log_export",
     "measure_latency_ms",
     "read_manifest",
     "save",
-    "with_sparse_kernels",
 ]

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import torch
 
-from sparsearch.kernels import SEMI24_MIN_SHAPE, SparseWeight, encode_weight
+from sparsearch.kernels import SparseWeight, encode_weight
+from sparsearch.kernels._formats import SEMI24_MIN_SHAPE
 
 __all__ = ["detect_format", "gemm_view", "weight_from_gemm_view"]
 

@@ -2,8 +2,8 @@
 
 from sparsearch.models import _builtin, _custom, _timm  # noqa: F401  (fill the registry)
 from sparsearch.models._builtin import MLP, Conv1dNet, SmallCNN
-from sparsearch.models._custom import load_checkpoint, resolve_target
-from sparsearch.models._registry import MODELS, create_model, list_models, register_model
+from sparsearch.models._registry import create_model, list_models, register_model
 
-__all__ = ["MLP", "MODELS", "Conv1dNet", "SmallCNN", "create_model", "list_models",
-           "load_checkpoint", "register_model", "resolve_target"]
+# What a user builds or extends; the catalogue itself and the custom-model loaders are
+# imported from their modules by the code that needs them.
+__all__ = ["MLP", "Conv1dNet", "SmallCNN", "create_model", "list_models", "register_model"]

@@ -8,10 +8,8 @@ from sparsearch.sparsity.allocation import (
     register_allocation,
 )
 from sparsearch.sparsity.masking import (
-    WeightMask,
     apply_masks,
     count_nnz,
-    current_masks,
     density,
     prunable_layers,
     remove_masks,
@@ -21,15 +19,15 @@ from sparsearch.sparsity.patterns import (
     channel_mask,
     layer_mask,
     list_patterns,
-    n_pruned,
     nm_mask,
     register_pattern,
     unstructured_mask,
 )
 from sparsearch.sparsity.recipes import create_recipe, list_recipes, recipe_knobs
 
+# What a user calls (README "Sparsity library"); the mask bookkeeping behind it
+# (WeightMask, current_masks, n_pruned) is imported from its module by the code that needs it.
 __all__ = [
-    "WeightMask",
     "allocate",
     "allocation_options",
     "apply_masks",
@@ -37,14 +35,12 @@ __all__ = [
     "channel_mask",
     "count_nnz",
     "create_recipe",
-    "current_masks",
     "density",
     "erk_densities",
     "layer_mask",
     "list_allocations",
     "list_patterns",
     "list_recipes",
-    "n_pruned",
     "nm_mask",
     "prunable_layers",
     "recipe_knobs",

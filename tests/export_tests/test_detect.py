@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sparsearch.export import detect_format
+from sparsearch.export._detect import detect_format
 from sparsearch.sparsity import block_mask, channel_mask, nm_mask, unstructured_mask
 
 

@@ -13,15 +13,8 @@ import torch
 from sparsearch.kernels import get_kernel, list_kernels
 from torch import nn
 
-from sparsearch.export import (
-    ExportError,
-    KernelConv2d,
-    KernelLinear,
-    batch_class,
-    load,
-    read_manifest,
-    save,
-)
+from sparsearch.export import ExportError, KernelConv2d, KernelLinear, load, read_manifest, save
+from sparsearch.export._layers import batch_class
 from sparsearch.models import create_model
 from sparsearch.sparsity import apply_masks, block_mask, nm_mask, remove_masks, unstructured_mask
 from sparsearch.spec import SubnetSpec

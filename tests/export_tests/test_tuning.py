@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from sparsearch.kernels import Kernel, encode_weight, register_kernel
-from sparsearch.kernels._registry import _KERNELS
+from sparsearch.kernels._registry import KERNELS
 from torch import nn
 
 from sparsearch.export._model_check import check_whole_model
@@ -39,7 +39,7 @@ def off_by_one_percent():
             return F.linear(x, operands["weight"] * 1.01, bias)
 
     yield "off_by_one_percent"
-    del _KERNELS["off_by_one_percent"]
+    KERNELS.unregister("off_by_one_percent")
 
 
 def nm_weight():

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from sparsearch.kernels import encode_weight, list_formats, nm_positions, nm_view
+from sparsearch.kernels import encode_weight, list_formats
+from sparsearch.kernels._formats import nm_positions, nm_view
 
 from sparsearch.sparsity import nm_mask
 

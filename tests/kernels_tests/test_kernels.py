@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from sparsearch.kernels import (
+    Kernel,
     KernelUnavailable,
+    WeightFormat,
+    get_format,
     get_kernel,
     kernels_for,
     list_formats,
     list_kernels,
+    register_format,
+    register_kernel,
 )
+from sparsearch.kernels._formats import FORMATS
+from sparsearch.kernels._registry import KERNELS
+
+from sparsearch.catalogue import UnknownName
 
 from .conftest import weight_in
 
@@ -39,6 +49,45 @@ def test_registry_states_formats_and_devices():
                                            "nm_triton", "semi_structured"]
     with pytest.raises(ValueError, match="kernel must be one of"):
         get_kernel("nope")
+
+
+def test_kernels_and_formats_registered_twice_warn_and_the_later_wins():
+    class Twice(Kernel):
+        formats = ("dense",)
+        devices = ("cpu",)
+
+        def prepare(self, weight, *, device, dtype):
+            return {"weight": weight.to_dense()}
+
+        def linear(self, operands, x, bias=None):
+            return F.linear(x, operands["weight"], bias)
+
+    class Again(Twice):
+        pass
+
+    class Dense(WeightFormat):
+        def encode(self, weight, **params):
+            return get_format("dense").encode(weight)
+
+        def decode(self, weight):
+            return weight.tensors["weight"]
+
+    try:
+        register_kernel("twice")(Twice)
+        with pytest.warns(RuntimeWarning, match="kernel 'twice' registered twice"):
+            register_kernel("twice")(Again)
+        assert type(get_kernel("twice")) is Again
+        assert "twice" in list_kernels(format="dense", device="cpu")
+        register_format("twice")(Dense)
+        with pytest.warns(RuntimeWarning, match="weight format 'twice' registered twice"):
+            register_format("twice")(Dense)
+        assert list_formats() == sorted(list_formats()) and "twice" in list_formats()
+    finally:
+        KERNELS.unregister("twice")
+        FORMATS.unregister("twice")
+    with pytest.raises(UnknownName, match="^weight format must be one of .*, got 'twice'$"):
+        get_format("twice")
+    assert "twice" not in list_kernels()
 
 
 @pytest.mark.parametrize(("kernel", "fmt"), CPU_CASES, ids=[f"{k}-{f}" for k, f in CPU_CASES])

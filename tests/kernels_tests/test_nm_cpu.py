@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from sparsearch.kernels import build_nm_cpu, encode_weight, kernels_for, pack_nm_rows
+from sparsearch.kernels import encode_weight, kernels_for
+from sparsearch.kernels._nm_cpu import build_nm_cpu, pack_nm_rows
 
 from sparsearch.sparsity import nm_mask
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from sparsearch.kernels import pad_nm_slots
+from sparsearch.kernels._nm_triton import pad_nm_slots
 
 REPO = Path(__file__).resolve().parents[2]
 needs_triton = pytest.mark.skipif(importlib.util.find_spec("triton") is None,
@@ -24,7 +24,9 @@ CASES = [(1, 8, 70, 64, 3), (2, 4, 64, 128, 17), (3, 8, 33, 64, 1), (1, 32, 16, 
 
 SCRIPT = """
     import json, sys, torch
-    from sparsearch.kernels import encode_weight, nm_linear_triton, nm_view, pad_nm_slots
+    from sparsearch.kernels import encode_weight
+    from sparsearch.kernels._formats import nm_view
+    from sparsearch.kernels._nm_triton import nm_linear_triton, pad_nm_slots
     from sparsearch.sparsity import nm_mask
     torch.manual_seed(0)
     errors = []
@@ -66,7 +68,9 @@ def test_triton_kernel_matches_dense_in_the_interpreter():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @needs_triton
 def test_triton_kernel_on_cuda_in_half_precision():
-    from sparsearch.kernels import encode_weight, nm_linear_triton, nm_view
+    from sparsearch.kernels import encode_weight
+    from sparsearch.kernels._formats import nm_view
+    from sparsearch.kernels._nm_triton import nm_linear_triton
 
     from sparsearch.sparsity import nm_mask
 

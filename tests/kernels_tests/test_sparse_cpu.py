@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from sparsearch.kernels import KernelUnavailable, build_sparse_cpu, encode_weight, get_kernel
+from sparsearch.kernels import KernelUnavailable, encode_weight, get_kernel
+from sparsearch.kernels._sparse_cpu import build_sparse_cpu
 
 from sparsearch.sparsity import block_mask, unstructured_mask
 

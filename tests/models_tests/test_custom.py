@@ -20,7 +20,8 @@ import torch
 
 from sparsearch.data import iterate_batches, load_digits_splits
 from sparsearch.evaluate import EvalContext, build_model
-from sparsearch.models import create_model, load_checkpoint
+from sparsearch.models import create_model
+from sparsearch.models._custom import load_checkpoint
 from sparsearch.sparsity.plan import SparsityPlan
 from sparsearch.sparsity.recipes import RecipeContext, create_recipe
 from sparsearch.spec import SubnetSpec

@@ -17,9 +17,9 @@ from sparsearch.sparsity import (
     allocation_options,
     erk_densities,
     list_allocations,
-    n_pruned,
     prunable_layers,
 )
+from sparsearch.sparsity.patterns import n_pruned
 
 PROPERTY = settings(max_examples=50, deadline=None)
 

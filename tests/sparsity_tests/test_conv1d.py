@@ -21,12 +21,12 @@ from sparsearch.ops import MaskedConv1d
 from sparsearch.sparsity import (
     allocate,
     apply_masks,
-    current_masks,
     erk_densities,
     layer_mask,
     list_patterns,
     prunable_layers,
 )
+from sparsearch.sparsity.masking import current_masks
 from sparsearch.sparsity.plan import SparsityPlan
 from sparsearch.sparsity.recipes import RecipeContext, create_recipe, list_recipes
 from sparsearch.spec import SubnetSpec

@@ -16,12 +16,12 @@ from sparsearch.sparsity import (
     channel_mask,
     layer_mask,
     list_patterns,
-    n_pruned,
     nm_mask,
     register_pattern,
     unstructured_mask,
 )
 from sparsearch.sparsity import patterns as patterns_module
+from sparsearch.sparsity.patterns import n_pruned
 
 PROPERTY = settings(max_examples=50, deadline=None)
 

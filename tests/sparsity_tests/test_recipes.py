@@ -14,7 +14,8 @@ from torch.nn import functional as F
 
 from sparsearch.data import DataSplits, iterate_batches
 from sparsearch.models import create_model
-from sparsearch.sparsity import current_masks, nm_mask, prunable_layers
+from sparsearch.sparsity import nm_mask, prunable_layers
+from sparsearch.sparsity.masking import current_masks
 from sparsearch.sparsity.plan import LayerSparsity, SparsityPlan
 from sparsearch.sparsity.recipes import RecipeContext, create_recipe, list_recipes
 from sparsearch.sparsity.recipes._dynamic_mask import (
