@@ -39,3 +39,4 @@ class Inherited(Recipe):
         optimizer = ctx.optimizer()
         for _ in range(ctx.settings.epochs):
             train_epoch(ctx.model, ctx.train_batches(), optimizer)
+            ctx.end_epoch()
