@@ -117,7 +117,15 @@ def _scored_weight(layer: nn.Module) -> ScoredWeight:
     return cast(ScoredWeight, parametrized.parametrizations.weight[0])
 
 
-class MaskedLinear(nn.Linear):
+class _ScoreMasked(nn.Module):
+    """What the three masked layers share: their ScoredWeight, as ``layer.sparse``."""
+
+    @property
+    def sparse(self) -> ScoredWeight:
+        return _scored_weight(self)
+
+
+class MaskedLinear(_ScoreMasked, nn.Linear):
     """A Linear whose weight is masked by learned top-k scores (DASS's SparseLinear).
 
     Args:
@@ -131,12 +139,8 @@ class MaskedLinear(nn.Linear):
         super().__init__(in_features, out_features, bias)
         attach_scores(self, choice or MaskChoice.keep_fraction(keep))
 
-    @property
-    def sparse(self) -> ScoredWeight:
-        return _scored_weight(self)
 
-
-class MaskedConv2d(nn.Conv2d):
+class MaskedConv2d(_ScoreMasked, nn.Conv2d):
     """A Conv2d whose weight is masked by learned top-k scores (DASS's SparseConv).
 
     Args:
@@ -151,12 +155,8 @@ class MaskedConv2d(nn.Conv2d):
         super().__init__(in_channels, out_channels, kernel_size, **conv)
         attach_scores(self, choice or MaskChoice.keep_fraction(keep))
 
-    @property
-    def sparse(self) -> ScoredWeight:
-        return _scored_weight(self)
 
-
-class MaskedConv1d(nn.Conv1d):
+class MaskedConv1d(_ScoreMasked, nn.Conv1d):
     """A Conv1d whose weight is masked by learned top-k scores (DASS's SparseConv in 1-D).
 
     Args:
@@ -170,7 +170,3 @@ class MaskedConv1d(nn.Conv1d):
                  keep: float = 1.0, choice: MaskChoice | None = None, **conv: Any) -> None:
         super().__init__(in_channels, out_channels, kernel_size, **conv)
         attach_scores(self, choice or MaskChoice.keep_fraction(keep))
-
-    @property
-    def sparse(self) -> ScoredWeight:
-        return _scored_weight(self)
