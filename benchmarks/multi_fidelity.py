@@ -42,29 +42,58 @@ from typing import Any
 
 NAME = "multi_fidelity"
 TWINS = {"random_asha": "random", "tpe_asha": "tpe", "random_asha_ray2": "random"}
+# The task: the data, model and space overrides of each.
+TASKS = {"digits": ["space=digits_mlp"],
+         "mnist1d": ["data=mnist1d", "model=cnn1d", "space=mnist1d_cnn",
+                     "train.batch_size=100"]}
 
 
-def _overrides(run_dir: Path, method: str, *, seed: int, timeout_s: float, epochs: int,
-               min_epochs: int) -> list[str]:
+def _overrides(run_dir: Path, method: str, *, task: str, seed: int, timeout_s: float,
+               epochs: int, min_epochs: int) -> list[str]:
     strategy, _, rest = method.partition("_")
     scheduler = "asha" if rest.startswith("asha") else "none"
     runner = (["runner=ray", "runner.max_concurrent_trials=2", "runner.num_cpus=2"]
               if rest.endswith("ray2") else [])
-    return [f"hydra.run.dir={run_dir / method}", f"tracking.uri=sqlite:///{run_dir / 'mlflow.db'}",
-            f"name={NAME}", "space=digits_mlp", f"seed={seed}", f"train.epochs={epochs}",
+    return [f"hydra.run.dir={run_dir / method}", _tracking(run_dir, method),
+            f"name={NAME}", *TASKS[task], f"seed={seed}", f"train.epochs={epochs}",
             "train.threads=1", f"search.strategy={strategy}", f"search.scheduler={scheduler}",
             f"search.min_epochs={min_epochs}", "search.eta=3", "search.n_trials=null",
             f"search.timeout_s={timeout_s}", "export.enabled=false", *runner]
 
 
-def _run(run_dir: Path, method: str, **kwargs: Any) -> None:
-    with (run_dir / f"{method}.log").open("w") as log:
-        code = subprocess.call([sys.executable, "-m", "sparsearch",
-                                *_overrides(run_dir, method, **kwargs)], stdout=log,
-                               stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    if code != 0:
-        tail = (run_dir / f"{method}.log").read_text(errors="replace")[-3000:]
-        raise RuntimeError(f"{method} failed:\n{tail}")
+def _tracking(run_dir: Path, method: str) -> str:
+    # A database per method: methods run at the same time, and SQLite serialises writers.
+    return f"tracking.uri=sqlite:///{run_dir / f'mlflow-{method}.db'}"
+
+
+def _start(run_dir: Path, method: str, **kwargs: Any) -> subprocess.Popen[bytes]:
+    log = (run_dir / f"{method}.log").open("w")
+    return subprocess.Popen([sys.executable, "-m", "sparsearch",
+                             *_overrides(run_dir, method, **kwargs)], stdout=log,
+                            stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+
+
+def _waves(methods: list[str]) -> list[list[str]]:
+    """Methods that run at the same time: a method and its early-stopping twin (each on one
+    core of two, so both see the same machine load); a Ray method (two trials at once) alone."""
+    waves: list[list[str]] = []
+    for m in methods:
+        twin = TWINS.get(m)
+        if m.endswith("ray2"):
+            waves.append([m])
+        elif twin in methods and not any(twin in w for w in waves):
+            waves.append([twin, m])
+        elif not any(m in w for w in waves):
+            waves.append([m])
+    return waves
+
+
+def _run_wave(run_dir: Path, wave: list[str], **kwargs: Any) -> None:
+    procs = {m: _start(run_dir, m, **kwargs) for m in wave}
+    for m, proc in procs.items():
+        if proc.wait() != 0:
+            tail = (run_dir / f"{m}.log").read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"{m} failed:\n{tail}")
 
 
 def _measure(run_dir: Path, method: str, budgets: list[float], *,
@@ -80,7 +109,7 @@ def _measure(run_dir: Path, method: str, budgets: list[float], *,
     from sparsearch.search.study import trial_key
     from sparsearch.search.trial import load_trial_model
 
-    client = MlflowClient(tracking_uri=f"sqlite:///{run_dir / 'mlflow.db'}")
+    client = MlflowClient(tracking_uri=_tracking(run_dir, method).partition("=")[2])
     exp = client.get_experiment_by_name(NAME)
     parent = next(r for r in client.search_runs(
         [exp.experiment_id], filter_string="tags.`sparsearch.role` = 'search'")
@@ -132,13 +161,14 @@ def _config(run_dir: Path, method: str) -> Any:
         return OmegaConf.to_object(compose("config", overrides=overrides))
 
 
-def run_seed(out_dir: Path, *, seed: int, methods: list[str], budgets: list[float],
-             epochs: int, min_epochs: int) -> dict[str, Any]:
-    run_dir = out_dir / f"seed{seed}"
+def run_seed(out_dir: Path, *, task: str, seed: int, methods: list[str],
+             budgets: list[float], epochs: int, min_epochs: int) -> dict[str, Any]:
+    run_dir = out_dir / task / f"seed{seed}"
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
-    order = methods[seed % len(methods):] + methods[:seed % len(methods)]
-    kwargs = {"seed": seed, "timeout_s": max(budgets), "epochs": epochs,
+    waves = _waves(methods)
+    waves = waves[seed % len(waves):] + waves[:seed % len(waves)]
+    kwargs = {"task": task, "seed": seed, "timeout_s": max(budgets), "epochs": epochs,
               "min_epochs": min_epochs}
     (run_dir / "overrides.json").write_text(json.dumps(
         {m: _overrides(run_dir, m, **kwargs) for m in methods}))
@@ -151,11 +181,13 @@ def run_seed(out_dir: Path, *, seed: int, methods: list[str], budgets: list[floa
     for method in methods[1:]:
         (run_dir / method).mkdir()
         shutil.copy(run_dir / methods[0] / "dense.json", run_dir / method / "dense.json")
-    load_before, started = os.getloadavg(), time.time()
-    for method in order:
-        _run(run_dir, method, **kwargs)
-    return {"seed": seed, "order": order, "load_before": load_before,
-            "load_after": os.getloadavg(), "total_s": time.time() - started,
+    load: list[tuple[float, float, float]] = []
+    started = time.time()
+    for wave in waves:
+        load.append(os.getloadavg())
+        _run_wave(run_dir, wave, **kwargs)
+    load.append(os.getloadavg())
+    return {"seed": seed, "waves": waves, "load": load, "total_s": time.time() - started,
             "methods": {m: _measure(run_dir, m, budgets, rung=min_epochs) for m in methods}}
 
 
@@ -183,6 +215,9 @@ def summarise(results: list[dict[str, Any]], methods: list[str],
                 row[m]["vs_" + twin] = {"mean_diff": statistics.mean(diffs),
                                         "ci95": paired_ci(diffs)}
         summary["budgets"][key] = row
+    loads = [w[0] for r in results for w in r["load"]]
+    summary["load_1min"] = {"min": min(loads), "median": statistics.median(loads),
+                            "max": max(loads)}
     summary["fraction_saved"] = {m: statistics.mean(r["methods"][m]["fraction_saved"]
                                                     for r in results) for m in methods}
     pairs = [p for r in results for m in methods for p in r["methods"][m]["rung_final_pairs"]]
@@ -199,8 +234,8 @@ def summarise(results: list[dict[str, Any]], methods: list[str],
     return summary
 
 
-def print_table(summary: dict[str, Any], methods: list[str], n_seeds: int) -> None:
-    print(f"\nearly stopping, digits_mlp, {n_seeds} seed(s): test hypervolume of the val front "
+def print_table(summary: dict[str, Any], methods: list[str], n_seeds: int, task: str) -> None:
+    print(f"\nearly stopping, {task}, {n_seeds} seed(s): test hypervolume of the val front "
           f"(test accuracy max, density min; reference (0, 1)), mean over seeds")
     print(f"{'budget s':>9} " + " ".join(f"{m:>17}" for m in methods))
     for key, row in summary["budgets"].items():
@@ -221,11 +256,14 @@ def print_table(summary: dict[str, Any], methods: list[str], n_seeds: int) -> No
         print(f"goal: random_asha reaches random's final test hypervolume by "
               f"{goal['budgets_checked']} s on {goal['seeds_met']} of {goal['seeds']} seeds "
               f"(needed: 4 of 5)")
-    print(f"load average now: {os.getloadavg()}")
+    load = summary["load_1min"]
+    print(f"1-min load average at the start/end of each wave: min {load['min']:.2f}, "
+          f"median {load['median']:.2f}, max {load['max']:.2f}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--task", choices=sorted(TASKS), default="digits")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--budgets", type=float, nargs="+", default=[60.0, 180.0, 300.0, 600.0])
     parser.add_argument("--methods", nargs="+",
@@ -243,16 +281,16 @@ def main() -> None:
     results = []
     for seed in args.seeds:
         print(f"seed {seed}: {', '.join(methods)}, {max(budgets):.0f} s each ...", flush=True)
-        results.append(run_seed(args.work_dir.resolve(), seed=seed, methods=methods,
+        results.append(run_seed(args.work_dir.resolve(), task=args.task, seed=seed, methods=methods,
                                 budgets=budgets, epochs=args.epochs,
                                 min_epochs=args.min_epochs))
         summary = summarise(results, methods, budgets)
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"budgets": budgets, "seeds": args.seeds,
+        args.out.write_text(json.dumps({"task": args.task, "budgets": budgets, "seeds": args.seeds,
                                         "methods": methods, "epochs": args.epochs,
                                         "min_epochs": args.min_epochs,
                                         "summary": summary, "results": results}, indent=1))
-    print_table(summary, methods, len(results))
+    print_table(summary, methods, len(results), args.task)
     print(f"\nwrote {args.out}")
 
 
