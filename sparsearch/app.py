@@ -67,7 +67,9 @@ def print_report(report: SearchReport, setup: SearchSetup, console: Console) -> 
                       *[f"{m[k]:.4g}" for k in extra], _pattern_text(e.spec),
                       e.spec["allocation"], e.spec["recipe"])
     console.print(table)
-    console.print(f"hypervolume {report.hypervolume:.4f} "
+    test = ("" if report.test_hypervolume is None
+            else f", on the test split {report.test_hypervolume:.4f}")
+    console.print(f"hypervolume {report.hypervolume:.4f}{test} "
                   f"(reference {dict(zip([m for m, _ in report.objectives], report.reference))})")
     if report.early_stopping is not None:
         console.print(f"{report.early_stopping.summary()} "
@@ -218,12 +220,13 @@ def run_search(cfg: SparsearchConfig, run_dir: Path, *, console: Console | None 
                         f"(n_trials={cfg.search.n_trials}, timeout_s={cfg.search.timeout_s})")
     # "search s" is the budgeted part (the trials); "wall s" adds the dense baseline (trained
     # once, by the first strategy), the report and the exports.
-    for col in ("strategy", "hypervolume", "front size", "complete", "failed", "stopped",
+    for col in ("strategy", "val HV", "test HV", "front size", "complete", "failed", "stopped",
                 "epochs saved", "search s", "wall s"):
         table.add_column(col, justify="left" if col == "strategy" else "right")
     for strategy, rep in reports.items():
         stop = rep.early_stopping
-        table.add_row(strategy, f"{rep.hypervolume:.4f}", str(len(rep.front)),
+        test = "-" if rep.test_hypervolume is None else f"{rep.test_hypervolume:.4f}"
+        table.add_row(strategy, f"{rep.hypervolume:.4f}", test, str(len(rep.front)),
                       str(rep.n_complete), str(rep.n_failed),
                       str(stop.n_pruned) if stop else "-",
                       f"{stop.fraction_saved:.0%}" if stop else "-",

@@ -52,6 +52,14 @@ def test_search_end_to_end_then_resume(tmp_path):
     assert all("test_accuracy" in c.data.metrics for c in front)
     report = json.loads((tmp_path / "run" / "pareto.json").read_text())
     assert len(report["front"]) == len(front)
+    # Test hypervolume: the val front scored with its members' test accuracy, same reference.
+    from sparsearch.pareto import hypervolume
+
+    test_points = [[c.data.metrics["test_accuracy"], c.data.metrics["density"]] for c in front]
+    expected = hypervolume(test_points, report["reference"], ["max", "min"])
+    assert report["test_hypervolume"] == pytest.approx(expected)
+    assert parent.data.metrics["test_hypervolume"] == pytest.approx(expected)
+    assert f"on the test split {expected:.4f}" in first.stdout
     assert (tmp_path / "run" / "optuna.db").exists()
     assert (tmp_path / "run" / "trials" / "00000" / "weights.safetensors").exists()
     # Every Pareto subnet is exported and registered under an alias per rank.

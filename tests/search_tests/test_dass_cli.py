@@ -162,7 +162,7 @@ def test_the_comparison_preset_runs_both_strategies(tmp_path):
     out = run_cli(args, tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "strategies on the same space and budget" in out.stdout
-    assert "search s" in out.stdout and "wall s" in out.stdout
+    assert "search s" in out.stdout and "wall s" in out.stdout and "test HV" in out.stdout
     _, parents, _ = records(f"sqlite:///{tmp_path / 'm.db'}", "digits_dass_vs_random")
     assert sorted(p.data.params["strategy"] for p in parents) == ["dass", "random"]
     for parent in parents:
@@ -170,6 +170,9 @@ def test_the_comparison_preset_runs_both_strategies(tmp_path):
         trials_s = parent.data.metrics["search_trials_s"]
         assert 0 < trials_s <= parent.data.metrics["search_wall_s"]
     for strategy in ("random", "dass"):
-        assert (tmp_path / "run" / strategy / "pareto.json").exists()
+        report = json.loads((tmp_path / "run" / strategy / "pareto.json").read_text())
+        # Each strategy's val front is also scored on test, printed beside its val volume.
+        assert 0 < report["test_hypervolume"] <= 1
+        assert f"{report['test_hypervolume']:.4f}" in out.stdout
     assert (tmp_path / "run" / "dass" / "dense.json").read_text() == \
         (tmp_path / "run" / "random" / "dense.json").read_text()
