@@ -2,10 +2,14 @@
 
 Li & Talwalkar (arXiv 1902.07638) make random search with early stopping the baseline any
 NAS method must beat; MO-ASHA (Schmucker et al., arXiv 2106.12639) extends ASHA's rungs to
-several objectives, as sparsearch's are. Per seed this runs the real command once per
-method (random, random_asha, tpe, tpe_asha by default; ``--ray`` adds random_asha under
-``runner=ray`` with two trials at once), each in its own process and run dir with one shared
-dense baseline, the method order rotated by seed so slow drifts in machine load hit all.
+several objectives, as sparsearch's are. Per task (``--task digits``: the MLP on
+scikit-learn's digits; ``mnist1d``: the 1-D CNN on MNIST-1D) and seed this runs the real
+command once per method (random, random_asha, tpe, tpe_asha by default; ``--ray`` adds
+random_asha under ``runner=ray`` with two trials at once), each in its own process, run dir
+and MLflow database, with one shared dense baseline. A method runs at the same time as its
+twin (one torch thread each on two cores), so both see the same machine load; the order of
+the pairs rotates by seed. Methods already in the seed's folder (another invocation's) are
+kept: ``benchmarks/search_quality.py`` judges DASS against them.
 Every method is budget-agnostic, so the front a method holds at time t (trials completed by
 t, read from the study and counted from its MLflow parent run's start) is what a run with
 budget t holds. Fronts are chosen on val and scored on the test split (test hypervolume of
@@ -19,11 +23,11 @@ accuracy at the first rung and the final val accuracy, over the unscheduled runs
 random's test hypervolume at the largest budget within half of it on at least 4 of 5 seeds.
 
     nice python benchmarks/multi_fidelity.py [--seeds 0 1 2 3 4] [--budgets 60 180 600]
-        [--methods random random_asha tpe tpe_asha] [--ray] [--epochs 9]
+        [--task digits|mnist1d] [--methods random random_asha tpe tpe_asha] [--ray] [--epochs 9]
         [--out outputs/bench/multi_fidelity.json]
 
-Takes about len(methods) x max(budgets) per seed (the full grid: about 3.5 hours on 2
-cores). MNIST-1D is not among sparsearch's data sets yet, so only digits is measured.
+Takes about len(methods) / 2 x max(budgets) per seed (5 seeds of random and random_asha at
+240 s: about 25 minutes per task on 2 cores).
 """
 
 from __future__ import annotations
@@ -48,17 +52,23 @@ TASKS = {"digits": ["space=digits_mlp"],
                      "train.batch_size=100"]}
 
 
+def parse_method(method: str) -> tuple[str, str, bool]:
+    """``STRATEGY[_asha][_ray2]`` -> (strategy, scheduler, under Ray with two trials)."""
+    base = method.removesuffix("_ray2")
+    strategy = base.removesuffix("_asha")
+    return strategy, "asha" if base != strategy else "none", base != method
+
+
 def _overrides(run_dir: Path, method: str, *, task: str, seed: int, timeout_s: float,
-               epochs: int, min_epochs: int) -> list[str]:
-    strategy, _, rest = method.partition("_")
-    scheduler = "asha" if rest.startswith("asha") else "none"
+               epochs: int, min_epochs: int, extra: list[str] | None = None) -> list[str]:
+    strategy, scheduler, ray = parse_method(method)
     runner = (["runner=ray", "runner.max_concurrent_trials=2", "runner.num_cpus=2"]
-              if rest.endswith("ray2") else [])
+              if ray else [])
     return [f"hydra.run.dir={run_dir / method}", _tracking(run_dir, method),
             f"name={NAME}", *TASKS[task], f"seed={seed}", f"train.epochs={epochs}",
             "train.threads=1", f"search.strategy={strategy}", f"search.scheduler={scheduler}",
             f"search.min_epochs={min_epochs}", "search.eta=3", "search.n_trials=null",
-            f"search.timeout_s={timeout_s}", "export.enabled=false", *runner]
+            f"search.timeout_s={timeout_s}", "export.enabled=false", *runner, *(extra or [])]
 
 
 def _tracking(run_dir: Path, method: str) -> str:
@@ -66,38 +76,43 @@ def _tracking(run_dir: Path, method: str) -> str:
     return f"tracking.uri=sqlite:///{run_dir / f'mlflow-{method}.db'}"
 
 
-def _start(run_dir: Path, method: str, **kwargs: Any) -> subprocess.Popen[bytes]:
+def _start(run_dir: Path, method: str) -> subprocess.Popen[bytes]:
+    overrides = json.loads((run_dir / "overrides.json").read_text())[method]
     log = (run_dir / f"{method}.log").open("w")
-    return subprocess.Popen([sys.executable, "-m", "sparsearch",
-                             *_overrides(run_dir, method, **kwargs)], stdout=log,
+    return subprocess.Popen([sys.executable, "-m", "sparsearch", *overrides], stdout=log,
                             stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
 
 
 def _waves(methods: list[str]) -> list[list[str]]:
-    """Methods that run at the same time: a method and its early-stopping twin (each on one
-    core of two, so both see the same machine load); a Ray method (two trials at once) alone."""
+    """Methods that run at the same time, two at once on two cores (each with one torch
+    thread), so both see the same machine load: a method beside its early-stopping twin, the
+    rest in pairs in the order given; a Ray method (two trials at once) alone."""
     waves: list[list[str]] = []
+    single: list[str] = []
     for m in methods:
         twin = TWINS.get(m)
         if m.endswith("ray2"):
             waves.append([m])
-        elif twin in methods and not any(twin in w for w in waves):
+        elif twin in methods and not m.endswith("ray2"):
             waves.append([twin, m])
-        elif not any(m in w for w in waves):
-            waves.append([m])
-    return waves
+        elif not any(m == TWINS.get(o) for o in methods if not o.endswith("ray2")):
+            single.append(m)
+    return waves + [single[i:i + 2] for i in range(0, len(single), 2)]
 
 
-def _run_wave(run_dir: Path, wave: list[str], **kwargs: Any) -> None:
-    procs = {m: _start(run_dir, m, **kwargs) for m in wave}
-    for m, proc in procs.items():
-        if proc.wait() != 0:
+def run_wave(run_dir: Path, wave: list[str], *, ok: tuple[int, ...] = (0,)) -> dict[str, int]:
+    """Runs ``wave``'s methods at once; their exit codes (raises for one not in ``ok``)."""
+    procs = {m: _start(run_dir, m) for m in wave}
+    codes = {m: proc.wait() for m, proc in procs.items()}
+    for m, code in codes.items():
+        if code not in ok:
             tail = (run_dir / f"{m}.log").read_text(errors="replace")[-3000:]
             raise RuntimeError(f"{m} failed:\n{tail}")
+    return codes
 
 
-def _measure(run_dir: Path, method: str, budgets: list[float], *,
-             rung: int) -> dict[str, Any]:
+def measure(run_dir: Path, method: str, budgets: list[float], *,
+            rung: int) -> dict[str, Any]:
     """Test hypervolume of the val front by each budget; epochs saved; (rung, final) pairs."""
     import optuna
     from mlflow import MlflowClient
@@ -142,7 +157,10 @@ def _measure(run_dir: Path, method: str, budgets: list[float], *,
             first = [m.value for m in client.get_metric_history(run_id, "val_accuracy")
                      if m.step == rung]
             pairs += [(first[0], t.values[0])] if first else []
-    return {"budgets": per_budget, "n_pruned": parent.data.metrics.get("n_pruned", 0.0),
+    trials = [{"s": t.datetime_complete.timestamp() - t0, "accuracy": t.values[0],
+               "density": t.values[1], "test_accuracy": test[t.number]} for t in done]
+    return {"budgets": per_budget, "trials": trials,
+            "n_pruned": parent.data.metrics.get("n_pruned", 0.0),
             "fraction_saved": saved / (saved + trained) if saved is not None and saved + trained
             else 0.0, "rung_final_pairs": pairs}
 
@@ -161,34 +179,48 @@ def _config(run_dir: Path, method: str) -> Any:
         return OmegaConf.to_object(compose("config", overrides=overrides))
 
 
+def prepare_seed(run_dir: Path, methods: list[str], **kwargs: Any) -> None:
+    """Fresh run dirs for ``methods`` beside the seed's other methods (kept), their
+    overrides recorded, and the seed's one dense baseline (the same hypervolume reference
+    for all), trained before any clock if no method of the seed has it yet."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for m in methods:
+        shutil.rmtree(run_dir / m, ignore_errors=True)
+        (run_dir / f"mlflow-{m}.db").unlink(missing_ok=True)
+    index = run_dir / "overrides.json"
+    recorded = json.loads(index.read_text()) if index.exists() else {}
+    recorded.update({m: _overrides(run_dir, m, **kwargs) for m in methods})
+    index.write_text(json.dumps(recorded))
+    dense = next((p for p in run_dir.glob("*/dense.json")), None)
+    if dense is None:
+        from sparsearch.search.report import dense_baseline
+        from sparsearch.search.setup import prepare_search
+
+        (run_dir / methods[0]).mkdir()
+        dense_baseline(prepare_search(_config(run_dir, methods[0]), run_dir / methods[0]))
+        dense = run_dir / methods[0] / "dense.json"
+    for m in methods:
+        (run_dir / m).mkdir(exist_ok=True)
+        if not (run_dir / m / "dense.json").exists():
+            shutil.copy(dense, run_dir / m / "dense.json")
+
+
 def run_seed(out_dir: Path, *, task: str, seed: int, methods: list[str],
              budgets: list[float], epochs: int, min_epochs: int) -> dict[str, Any]:
     run_dir = out_dir / task / f"seed{seed}"
-    shutil.rmtree(run_dir, ignore_errors=True)
-    run_dir.mkdir(parents=True)
     waves = _waves(methods)
     waves = waves[seed % len(waves):] + waves[:seed % len(waves)]
     kwargs = {"task": task, "seed": seed, "timeout_s": max(budgets), "epochs": epochs,
               "min_epochs": min_epochs}
-    (run_dir / "overrides.json").write_text(json.dumps(
-        {m: _overrides(run_dir, m, **kwargs) for m in methods}))
-    from sparsearch.search.report import dense_baseline
-    from sparsearch.search.setup import prepare_search
-
-    # One dense baseline for all (the same hypervolume reference), trained before any clock.
-    (run_dir / methods[0]).mkdir()
-    dense_baseline(prepare_search(_config(run_dir, methods[0]), run_dir / methods[0]))
-    for method in methods[1:]:
-        (run_dir / method).mkdir()
-        shutil.copy(run_dir / methods[0] / "dense.json", run_dir / method / "dense.json")
+    prepare_seed(run_dir, methods, **kwargs)
     load: list[tuple[float, float, float]] = []
     started = time.time()
     for wave in waves:
         load.append(os.getloadavg())
-        _run_wave(run_dir, wave, **kwargs)
+        run_wave(run_dir, wave)
     load.append(os.getloadavg())
     return {"seed": seed, "waves": waves, "load": load, "total_s": time.time() - started,
-            "methods": {m: _measure(run_dir, m, budgets, rung=min_epochs) for m in methods}}
+            "methods": {m: measure(run_dir, m, budgets, rung=min_epochs) for m in methods}}
 
 
 def paired_ci(diffs: list[float], *, rounds: int = 2000, seed: int = 0) -> tuple[float, float]:

@@ -1,26 +1,29 @@
 """Search strategies judged on *test* hypervolume, with paired bootstrap intervals.
 
-Issue 10's benchmark (a skeleton: digits only; MNIST-1D, ``dass_tpe`` and the
-multi-fidelity baseline are not built yet). Per seed it runs the real command
-``python -m sparsearch +experiment=digits_dass_vs_random search.strategy=S`` for each
-strategy S of random, tpe and dass (``--dass`` adds DASS overrides, e.g.
-``search.dass.supernet=space search.dass.inherit=weights``), in processes of their own,
-after one shared dense baseline. The ablation ``sweep`` asks whether the supernet adds
-anything: it trains, in process and without a supernet, uniform and ERK unstructured
-specs at the densities DASS derived in the same seed (in DASS's order), with DASS's
-recipe and lr.
+Issue 10's benchmark. Per task (``--task digits``: the MLP on scikit-learn's digits;
+``mnist1d``: the 1-D CNN on MNIST-1D) and seed it judges random, tpe, random_asha (random
+search with MO-ASHA early stopping), dass and dass_tpe, each one run of the real command in
+its own process, run dir and MLflow database, sharing ``benchmarks/multi_fidelity.py``'s
+folders and settings (``--work-dir``): runs that folder already holds for the seed (from
+``multi_fidelity.py``) are reused, the others (by default always dass and dass_tpe) are run
+here, two at a time (one torch thread each on two cores, so both see the same load). The
+ablation ``sweep`` asks whether the supernet adds anything: in process and without a
+supernet, it trains unstructured uniform and ERK specs at the densities DASS derived in the
+same seed (in DASS's order), with the recipe and lr DASS's plan fixes.
 
 A strategy's front at budget t is the val-Pareto front of its trials completed by t
-(seconds since its parent run started); its *test* hypervolume scores that front with each
-member's test accuracy (reference: accuracy 0, density 1, the same for all). Per budget
-the table gives each strategy's mean test hypervolume and the paired bootstrap 95%
-interval of its difference to random over seeds (seeds resampled together, so machine
-drift common to a seed cancels).
+(seconds since its parent run started; the sweep's own clock); its *test* hypervolume
+scores that front with each member's test accuracy (reference: accuracy 0, density 1, the
+same for all). Per budget the table gives each strategy's mean test hypervolume and the
+paired bootstrap 95% interval of its difference to random over seeds (seeds resampled
+together). The goal of issue 10, scaled to the largest budget B: dass or dass_tpe at least
+random's at every budget, and reaching random's hypervolume at B by B/3 on 4 of 5 seeds.
 
-    python benchmarks/search_quality.py [--seeds 0 1 2 3 4] [--budgets 60 180 600]
-        [--dass search.dass.supernet=space ...] [--out outputs/bench/search_quality.json]
+    python benchmarks/search_quality.py [--task digits] [--seeds 0 1 2 3 4]
+        [--budgets 60 120 180] [--run dass dass_tpe] [--dass search.dass.KEY=VALUE ...]
+        [--out outputs/bench/search_quality_<task>.json]
 
-Takes about (3 x max(budgets) + the sweep + 60 s) per seed on an idle machine.
+Takes about (len(--run) / 2 x max(budgets) + the sweep + a minute) per seed.
 """
 
 from __future__ import annotations
@@ -29,91 +32,48 @@ import argparse
 import json
 import os
 import random
-import shutil
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-EXPERIMENT = "digits_dass_vs_random"
-COMMAND_STRATEGIES = ("random", "tpe", "dass")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import multi_fidelity as mf  # noqa: E402
+
+METHODS = ["random", "tpe", "random_asha", "dass", "dass_tpe"]
 REFERENCE = [0.0, 1.0]  # accuracy max, density min
 BOOTSTRAP = 2000
+# DASS as in the digits_dass_vs_random preset, over the whole space (one choice of
+# (pattern, allocation, sparsity) per layer set), derived subnets inheriting the supernet's
+# masks and weights.
+DASS = ["search.dass.supernet=space", "search.dass.levels=6",
+        "search.dass.lambdas=[32.0,16.0,8.0,4.0,2.0,1.0,0.0]", "search.dass.cost=density",
+        "search.dass.warmup_epochs=2", "search.dass.search_epochs=3",
+        "search.dass.finetune_epochs=1", "search.dass.batch_size=256",
+        "search.dass.alpha_lr=0.1", "search.dass.derive=argmax", "search.dass.inherit=weights"]
 
 
-def _overrides(run_dir: Path, strategy: str, *, seed: int, timeout_s: float,
-               dass: list[str]) -> list[str]:
-    return [f"+experiment={EXPERIMENT}", f"hydra.run.dir={run_dir / strategy}",
-            f"tracking.uri=sqlite:///{run_dir / 'mlflow.db'}", f"seed={seed}",
-            f"search.timeout_s={timeout_s}", "search.compare=[]", f"search.strategy={strategy}",
-            "export.enabled=false", *(dass if strategy == "dass" else [])]
+def _test_hypervolume(members: list[dict[str, float]]) -> float:
+    """Test hypervolume of the val front of members (accuracy, density, test_accuracy)."""
+    from sparsearch.pareto import hypervolume, pareto_front
+
+    front = [members[i] for i in pareto_front([[m["accuracy"], m["density"]] for m in members],
+                                              ["max", "min"])]
+    return hypervolume([[m["test_accuracy"], m["density"]] for m in front], REFERENCE,
+                       ["max", "min"])
 
 
-def _setup(run_dir: Path, overrides: list[str]) -> Any:
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
-
-    from sparsearch.config import register_configs
-    from sparsearch.search.setup import prepare_search
-
-    register_configs()
-    conf = Path(__file__).resolve().parents[1] / "conf"
-    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
-        cfg = OmegaConf.to_object(compose("config", overrides=[
-            o for o in overrides if not o.startswith("hydra.")]))
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return prepare_search(cfg, run_dir)
-
-
-def _test_hypervolume(members: list[tuple[float, float, float]]) -> float:
-    """Test hypervolume of the val front of (val accuracy, density, test accuracy)."""
-    from sparsearch.pareto import hypervolume
-
-    front = [m for m in members
-             if not any(o[0] >= m[0] and o[1] <= m[1] and (o[0] > m[0] or o[1] < m[1])
-                        for o in members)]
-    return hypervolume([[t, d] for _, d, t in front], REFERENCE, ["max", "min"])
-
-
-def _command_trials(run_dir: Path, strategy: str, setup: Any) -> list[dict[str, Any]]:
-    """Each complete trial: seconds since the parent run started, val acc, density, test acc."""
-    import optuna
-    from mlflow import MlflowClient
-    from optuna.trial import TrialState
-
-    from sparsearch.evaluate import accuracy_on_test
-    from sparsearch.search.study import trial_key
-    from sparsearch.search.trial import load_trial_model
-
-    client = MlflowClient(tracking_uri=f"sqlite:///{run_dir / 'mlflow.db'}")
-    exp = client.get_experiment_by_name(EXPERIMENT)
-    parent = next(r for r in client.search_runs(
-        [exp.experiment_id], filter_string="tags.`sparsearch.role` = 'search'")
-        if r.data.params.get("strategy") == strategy)
-    t0 = parent.info.start_time / 1000.0
-    study = optuna.load_study(study_name=EXPERIMENT,
-                              storage=f"sqlite:///{run_dir / strategy / 'optuna.db'}")
-    out = []
-    for t in study.get_trials(deepcopy=False):
-        if t.state != TrialState.COMPLETE:
-            continue
-        model = load_trial_model(setup.ctx, run_dir / strategy, trial_key(t))
-        out.append({"s": t.datetime_complete.timestamp() - t0, "accuracy": t.values[0],
-                    "density": t.values[1], "test_accuracy": accuracy_on_test(model,
-                                                                             setup.ctx.data)})
-    return sorted(out, key=lambda m: m["s"])
-
-
-def _sweep_trials(setup: Any, dass_trials: list[dict[str, Any]],
+def _sweep_trials(run_dir: Path, dass_trials: list[dict[str, Any]],
                   budget_s: float) -> list[dict[str, Any]]:
     """The ablation: DASS's derived densities, uniform and ERK, no supernet."""
     from sparsearch.evaluate import accuracy_on_test, evaluate
     from sparsearch.search.dass.plan import fixed_values
+    from sparsearch.search.setup import prepare_search
     from sparsearch.spec import SubnetSpec
 
+    setup = prepare_search(mf._config(run_dir, "dass"), run_dir / "dass")
     fixed = fixed_values(setup.space, dict(setup.cfg.search.dass.fixed))
     base = setup.space.to_spec({**fixed, "pattern": "unstructured", "sparsity": 0.5})
     started, out = time.time(), []
@@ -131,40 +91,33 @@ def _sweep_trials(setup: Any, dass_trials: list[dict[str, Any]],
     return out
 
 
-def run_seed(work: Path, *, seed: int, budgets: list[float], dass: list[str]) -> dict[str, Any]:
-    run_dir = work / f"seed{seed}"
-    shutil.rmtree(run_dir, ignore_errors=True)
-    first = _overrides(run_dir, COMMAND_STRATEGIES[0], seed=seed, timeout_s=max(budgets),
-                       dass=dass)
-    from sparsearch.search.report import dense_baseline
-
-    dense = dense_baseline(_setup(run_dir / COMMAND_STRATEGIES[0], first))
-    trials: dict[str, list[dict[str, Any]]] = {}
-    setups = {}
-    # Alternate the order by seed, so slow drifts in machine load hit every strategy.
-    order = list(COMMAND_STRATEGIES)
-    random.Random(seed).shuffle(order)
-    for strategy in order:
-        overrides = _overrides(run_dir, strategy, seed=seed, timeout_s=max(budgets), dass=dass)
-        setups[strategy] = _setup(run_dir / strategy, overrides)
-        (run_dir / strategy / "dense.json").write_text(json.dumps(dense, indent=1))
-        with (run_dir / f"{strategy}.log").open("w") as log:
-            rc = subprocess.run([sys.executable, "-m", "sparsearch", *overrides], stdout=log,
-                                stderr=subprocess.STDOUT,
-                                env={**os.environ, "HF_HUB_OFFLINE": "1"}).returncode
+def run_seed(work: Path, *, task: str, seed: int, budgets: list[float], methods: list[str],
+             run: list[str], epochs: int, min_epochs: int, dass: list[str]) -> dict[str, Any]:
+    run_dir = work / task / f"seed{seed}"
+    recorded = (json.loads((run_dir / "overrides.json").read_text())
+                if (run_dir / "overrides.json").exists() else {})
+    todo = [m for m in methods if m in run or not (run_dir / m / "pareto.json").exists()]
+    for m in methods:
+        if m not in todo and f"train.epochs={epochs}" not in recorded.get(m, []):
+            raise SystemExit(f"{run_dir / m} was run with other settings than --epochs "
+                             f"{epochs}; run it again with --run {m}")
+    kwargs = {"task": task, "seed": seed, "timeout_s": max(budgets), "epochs": epochs,
+              "min_epochs": min_epochs}
+    for m in todo:
+        mf.prepare_seed(run_dir, [m], **kwargs, extra=dass if m.startswith("dass") else [])
+    load, codes = [os.getloadavg()], {}
+    for wave in mf._waves(todo):
         # Exit 3: DASS completed no subnet (an empty front, hypervolume 0), not a crash.
-        if rc not in (0, 3):
-            tail = (run_dir / f"{strategy}.log").read_text(errors="replace")[-3000:]
-            raise RuntimeError(f"seed {seed} {strategy} exited {rc}:\n{tail}")
-        trials[strategy] = (_command_trials(run_dir, strategy, setups[strategy])
-                            if rc == 0 else [])
-    trials["sweep"] = _sweep_trials(setups["dass"], trials["dass"], max(budgets))
-    return {"seed": seed, "order": order, "trials": trials,
-            "test_hypervolume": {
-                s: {str(int(b)): _test_hypervolume([(m["accuracy"], m["density"],
-                                                     m["test_accuracy"])
-                                                    for m in ms if m["s"] <= b])
-                    for b in budgets} for s, ms in trials.items()}}
+        codes.update(mf.run_wave(run_dir, wave, ok=(0, 3)))
+        load.append(os.getloadavg())
+    trials = {m: (mf.measure(run_dir, m, budgets, rung=min_epochs)["trials"]
+                  if codes.get(m, 0) == 0 else []) for m in methods}
+    trials["sweep"] = _sweep_trials(run_dir, trials["dass"], max(budgets))
+    load.append(os.getloadavg())
+    return {"seed": seed, "ran": todo, "load": load, "trials": trials,
+            "test_hypervolume": {s: {str(int(b)): _test_hypervolume([m for m in ms
+                                                                     if m["s"] <= b])
+                                     for b in budgets} for s, ms in trials.items()}}
 
 
 def paired_bootstrap(diffs: list[float], *, seed: int = 0) -> tuple[float, float]:
@@ -177,7 +130,7 @@ def paired_bootstrap(diffs: list[float], *, seed: int = 0) -> tuple[float, float
 
 def summarise(results: list[dict[str, Any]], budgets: list[float]) -> dict[str, Any]:
     strategies = list(results[0]["test_hypervolume"])
-    summary: dict[str, Any] = {}
+    summary: dict[str, Any] = {"budgets": {}}
     for b in budgets:
         key, row = str(int(b)), {}
         for s in strategies:
@@ -187,43 +140,84 @@ def summarise(results: list[dict[str, Any]], budgets: list[float]) -> dict[str, 
             row[s] = {"test_hypervolume_mean": statistics.mean(hvs), "per_seed": hvs,
                       "minus_random_mean": statistics.mean(diffs),
                       "minus_random_ci95": paired_bootstrap(diffs)}
-        summary[key] = row
+        summary["budgets"][key] = row
+    top = str(int(max(budgets)))
+    early = max(budgets) / 3
+    goal = {}
+    for s in [s for s in strategies if s != "random"]:
+        # The first time its test hypervolume reaches random's at the largest budget.
+        reached = []
+        for r in results:
+            target = r["test_hypervolume"]["random"][top]
+            times = sorted(m["s"] for m in r["trials"][s])
+            hit = next((t for t in times if _test_hypervolume(
+                [m for m in r["trials"][s] if m["s"] <= t]) >= target), None)
+            reached.append(hit)
+        goal[s] = {"reached_random_final_s": reached,
+                   "seeds_within_a_third": sum(1 for t in reached
+                                               if t is not None and t <= early),
+                   "at_least_random_every_budget": all(
+                       summary["budgets"][str(int(b))][s]["minus_random_mean"] >= 0
+                       for b in budgets)}
+    summary["goal"] = goal
+    loads = [x[0] for r in results for x in r["load"]]
+    summary["load_1min"] = {"min": min(loads), "median": statistics.median(loads),
+                            "max": max(loads)}
     return summary
 
 
-def print_table(summary: dict[str, Any], *, seeds: int) -> None:
-    print(f"\ndigits_mlp, {seeds} seed(s): test hypervolume (reference accuracy 0, density 1)")
-    print(f"{'budget s':>9} {'strategy':>9} {'test HV':>9} {'minus random [95% CI]':>32}")
-    for key, row in summary.items():
+def print_table(summary: dict[str, Any], *, task: str, seeds: int,
+                budgets: list[float]) -> None:
+    print(f"\n{task}, {seeds} seed(s): test hypervolume of the val front "
+          f"(reference accuracy 0, density 1)")
+    print(f"{'budget s':>9} {'strategy':>11} {'test HV':>9} {'minus random [95% CI]':>32}")
+    for key, row in summary["budgets"].items():
         for s, v in row.items():
             lo, hi = v["minus_random_ci95"]
-            print(f"{key:>9} {s:>9} {v['test_hypervolume_mean']:>9.4f} "
+            print(f"{key:>9} {s:>11} {v['test_hypervolume_mean']:>9.4f} "
                   f"{v['minus_random_mean']:>+9.4f} [{lo:+.4f}, {hi:+.4f}]")
+    print(f"reaching random's {max(budgets):.0f} s test hypervolume by "
+          f"{max(budgets) / 3:.0f} s (seeds), and at least random's mean at every budget:")
+    for s, g in summary["goal"].items():
+        reached = ", ".join("-" if t is None else f"{t:.0f}" for t in g["reached_random_final_s"])
+        print(f"  {s:>11}: {g['seeds_within_a_third']} of {seeds} [{reached} s]; "
+              f"every budget: {g['at_least_random_every_budget']}")
+    load = summary["load_1min"]
+    print(f"1-min load average: min {load['min']:.2f}, median {load['median']:.2f}, "
+          f"max {load['max']:.2f}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--task", choices=sorted(mf.TASKS), default="digits")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    parser.add_argument("--budgets", type=float, nargs="+", default=[60.0, 180.0, 600.0])
-    parser.add_argument("--dass", nargs="*", default=[],
-                        help="overrides for the dass strategy (search.dass.KEY=VALUE)")
-    parser.add_argument("--out", type=Path, default=Path("outputs/bench/search_quality.json"))
-    parser.add_argument("--work-dir", type=Path, default=Path("outputs/bench/search_quality"))
+    parser.add_argument("--budgets", type=float, nargs="+", default=[60.0, 120.0, 180.0])
+    parser.add_argument("--methods", nargs="+", default=METHODS,
+                        help="the strategies judged (random first: the baseline)")
+    parser.add_argument("--run", nargs="*", default=["dass", "dass_tpe"],
+                        help="methods to run even when the work dir holds them")
+    parser.add_argument("--dass", nargs="*", default=DASS,
+                        help="overrides for dass and dass_tpe (search.dass.KEY=VALUE)")
+    parser.add_argument("--epochs", type=int, default=9)
+    parser.add_argument("--min-epochs", type=int, default=1)
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--work-dir", type=Path, default=Path("outputs/bench/multi_fidelity"))
     args = parser.parse_args()
     budgets = sorted(args.budgets)
+    out = args.out or Path(f"outputs/bench/search_quality_{args.task}.json")
     results = []
     for seed in args.seeds:
-        print(f"seed {seed}: {', '.join(COMMAND_STRATEGIES)} and the sweep, "
-              f"{max(budgets):.0f} s each ...", flush=True)
-        results.append(run_seed(args.work_dir.resolve(), seed=seed, budgets=budgets,
-                                dass=args.dass))
+        print(f"seed {seed}: {', '.join(args.methods)} and the sweep ...", flush=True)
+        results.append(run_seed(args.work_dir.resolve(), task=args.task, seed=seed,
+                                budgets=budgets, methods=args.methods, run=args.run, epochs=args.epochs,
+                                min_epochs=args.min_epochs, dass=args.dass))
         summary = summarise(results, budgets)
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"budgets": budgets, "seeds": args.seeds,
-                                        "dass": args.dass, "summary": summary,
-                                        "results": results}, indent=1))
-    print_table(summary, seeds=len(results))
-    print(f"\nwrote {args.out}")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"task": args.task, "budgets": budgets, "seeds": args.seeds,
+                                   "dass": args.dass, "summary": summary, "results": results},
+                                  indent=1))
+    print_table(summary, task=args.task, seeds=len(results), budgets=budgets)
+    print(f"\nwrote {out}")
 
 
 if __name__ == "__main__":
