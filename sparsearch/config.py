@@ -156,6 +156,10 @@ class DassConfig:
     # (the supernet's learned masks) or weights (its masks and weights), fine-tuned with
     # the masks fixed (recipe inherited, as DASS and HYDRA do).
     inherit: str = "none"
+    # Paper mode (supernet=cell): the keep fraction of every sparse layer, fixed for the
+    # search as in DASS (its default 0.01, 99% sparse), so alpha chooses operations only;
+    # null: a choice over the space's sparsity levels.
+    keep: float | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 < self.alpha_fraction < 1.0:
@@ -171,6 +175,12 @@ class DassConfig:
                               f"{self.batch_size}")
         if self.cells < 1:
             raise ConfigError(f"search.dass.cells must be >= 1, got {self.cells}")
+        if self.keep is not None and not 0.0 < self.keep <= 1.0:
+            raise ConfigError(f"search.dass.keep must be in (0, 1] or null, got {self.keep}")
+        if self.keep is not None and self.supernet != "cell":
+            raise ConfigError(f"search.dass.keep fixes the cell supernet's keep fraction; "
+                              f"use it with search.dass.supernet=cell, got supernet="
+                              f"{self.supernet}")
         if self.init_channels < 4:
             # Narrower cells corrupt the heap in oneDNN's single-thread CPU conv backward
             # (torch 2.14.1, oneDNN 3.12).

@@ -420,3 +420,31 @@ def test_derived_subnets_inherit_the_supernets_masks_and_weights(digits, tmp_pat
     fresh, _ = evaluate(masks_only, untrained)
     assert fresh.metrics["accuracy"] < result.metrics["accuracy"] - 0.2
     assert fresh.metrics["density"] == pytest.approx(result.metrics["density"])
+
+
+def test_paper_mode_fixes_the_keep_fraction_and_searches_operations(digits):
+    # DASS as published: one keep fraction per search (here 0.1, 90% sparse), HYDRA scores,
+    # alpha over the cell's operations; every derived layer is pruned at that fraction.
+    space = parse_space(yaml.safe_load("""
+params:
+  pattern: {choice: [unstructured]}
+  sparsity: {float: [0.5, 0.8]}
+  recipe: {choice: [scores]}
+"""), source="paper")
+    ctx = replace(context(digits, train_samples=256), train={**TRAIN, "epochs": 1})
+    plan = plan_for(ctx, space, supernet="cell", keep=0.1, levels=4, init_channels=4,
+                    cells=2)
+    assert plan.sparsities == (0.9,)  # the space's 0.5..0.8 grid is not searched
+    free = plan_for(ctx, space, supernet="cell", levels=4, init_channels=4, cells=2)
+    assert free.sparsities == pytest.approx((0.5, 0.6, 0.7, 0.8))
+    dass = DassConfig(supernet="cell", keep=0.1, init_channels=4, cells=2, warmup_epochs=1,
+                      search_epochs=1, finetune_epochs=0, batch_size=128)
+    out = search_lambda(LambdaJob(lam=1.0, key=0, plan=plan, ctx=ctx, dass=dass,
+                                  warm_state=warm_up(plan, ctx, dass)))
+    assert out.status == "derived" and out.spec is not None
+    assert out.spec.sparsity == pytest.approx(0.9) and out.spec.recipe == "scores"
+    assert out.model is not None and out.model["kind"] == "darts_cell"
+    with pytest.raises(ConfigError, match=r"search.dass.keep must be in \(0, 1\]"):
+        DassConfig(supernet="cell", keep=0.0)
+    with pytest.raises(ConfigError, match="use it with search.dass.supernet=cell"):
+        DassConfig(supernet="space", keep=0.5)

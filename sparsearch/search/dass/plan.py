@@ -12,7 +12,8 @@ this: the same space, so the comparison is like for like):
   search can draw: every pattern, allocation and gridded sparsity (or N:M / block value),
   dense where the space allows it (``ops.space``). Derived specs keep the allocation.
 - cell: the DARTS cell space, every sparse layer at one sparsity level chosen among the
-  space's sparsity grid (unstructured, as DASS).
+  space's sparsity grid (unstructured, as DASS), or fixed by ``search.dass.keep`` (paper
+  mode: one keep fraction per search, alpha chooses operations only).
 
 The space's other dimensions (recipe, its knobs, lr, epochs, ...) are not architecture:
 the derived subnets take them from ``search.dass.fixed``, else the first choice or the
@@ -274,8 +275,12 @@ def _cell_plan(space: SearchSpace, *, base: SubnetSpec, in_shape: tuple[int, ...
                           f"{pattern.possible_values()}; the cell supernet prunes unstructured "
                           f"(as DASS)")
     sparsity = space.params.get("sparsity")
-    levels = ([float(s) for s in sparsity.grid(dass.levels)]
-              if sparsity is not None and sparsity.active({**fixed, "pattern": "unstructured"})
-              else [0.0])
+    if dass.keep is not None:
+        # Paper mode: one keep fraction for the whole search; alpha picks operations.
+        levels = [round(1.0 - dass.keep, 6)]
+    elif sparsity is not None and sparsity.active({**fixed, "pattern": "unstructured"}):
+        levels = [float(s) for s in sparsity.grid(dass.levels)]
+    else:
+        levels = [0.0]
     return SupernetPlan(kind="cell", base=base, sparsities=tuple(dict.fromkeys(levels)),
                         init_channels=dass.init_channels, cells=dass.cells)
