@@ -4,6 +4,10 @@ command (TPE trials told their subnets' values, MLflow records, resume, exit 3).
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import optuna
@@ -110,7 +114,7 @@ def test_dass_tpe_tells_tpe_each_subnet_then_resumes(tmp_path):
         assert float(child["target_density"]) == pytest.approx(target)
         assert float(child["dass.lambda"]) == t.user_attrs["sparsearch.dass.lambda"]
         # on target, or the nearest subnet any search derived, or its searches spent
-        assert (abs(cost - target) <= TOL or int(child["dass.searches"]) == 3
+        assert (abs(cost - target) <= TOL or by_key[t.number].data.metrics["dass_searches"] == 3
                 or abs(cost - target) <= min(abs(c - target) for _, c in pairs) + 1e-9)
     weights = tmp_path / "run" / "trials" / "00000" / "weights.safetensors"
     stamp = weights.stat().st_mtime_ns
@@ -124,6 +128,40 @@ def test_dass_tpe_tells_tpe_each_subnet_then_resumes(tmp_path):
     assert weights.stat().st_mtime_ns == stamp
     _, parents, children = records(f"sqlite:///{tmp_path / 'mlflow.db'}", "tinytpe")
     assert len(parents) == 1 and len(children) == 4
+
+
+@pytest.mark.slow
+def test_a_killed_trial_trains_the_same_subnet_in_the_same_run_on_resume(tmp_path):
+    # long enough a training (seconds) to be killed in, polled often
+    args = [*tpe_args(tmp_path, n_trials=2), "train.epochs=150"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    killed = subprocess.Popen([sys.executable, "-m", "sparsearch", *args], cwd=tmp_path,
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not any(
+                "dass_tpe: trial 1 trains" in f.read_text()
+                for f in (tmp_path / "run").glob("*.log")):
+            assert killed.poll() is None, "the search ended before it could be killed"
+            time.sleep(0.05)
+    finally:
+        killed.kill()
+        killed.wait()
+    resumed = run_cli(args, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    study = optuna.load_study(study_name="tinytpe",
+                              storage=f"sqlite:///{tmp_path / 'run' / 'optuna.db'}")
+    counted = [t for t in study.trials if not t.user_attrs.get("sparsearch.stale")]
+    assert [t.state.name for t in counted] == ["COMPLETE"] * 2
+    [stale] = [t for t in study.trials if t.user_attrs.get("sparsearch.stale")]
+    [retry] = [t for t in counted if t.user_attrs.get("sparsearch.retry_of") == 1]
+    assert retry.params == stale.params  # asked again with its values
+    # the killed attempt had chosen lambda and opened its run: the same subnet, same run
+    assert (retry.user_attrs["sparsearch.dass_tpe.source"]
+            == stale.user_attrs["sparsearch.dass_tpe.source"])
+    _, _, children = records(f"sqlite:///{tmp_path / 'mlflow.db'}", "tinytpe")
+    assert sorted(int(c.data.tags["sparsearch.trial_key"]) for c in children) == [0, 1]
+    assert all(c.info.status == "FINISHED" for c in children)
 
 
 @pytest.mark.slow

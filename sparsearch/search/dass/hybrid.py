@@ -18,8 +18,10 @@ search. The supernet trains with the plan's values (``search.dass.fixed``, else 
 middle of each range), as for dass; ``search.dass.inherit`` hands the subnet the
 supernet's masks, so TPE then searches the hparams only. Budget as for dass:
 ``search.n_trials`` caps the trained subnets, ``search.timeout_s`` the wall-clock. A rerun
-in the same run dir resumes: finished trials stay, an interrupted one is asked again with
-its values, and the pairs searched before guide the lambdas.
+in the same run dir resumes: finished trials stay, the pairs searched before guide the
+lambdas, and an interrupted trial is asked again with its values and, when it had chosen
+its subnet, searches that subnet's lambda again under the same seed, so it trains the same
+subnet under the same MLflow run.
 """
 
 from __future__ import annotations
@@ -92,6 +94,8 @@ class _Outer:
     busy: bool = False  # one of its units is in flight
     outcome: LambdaOutcome | None = None  # the subnet it trains, once chosen
     searched_on: str | None = None
+    replay: tuple[float, int] | None = None  # (lambda, search key) its killed attempt chose
+    found: LambdaOutcome | None = None  # its latest search's subnet
 
 
 class DassTpeStrategy(Strategy):
@@ -167,11 +171,28 @@ class DassTpeStrategy(Strategy):
                 values[name] = self.fixed[name] if name in self.fixed else dim.suggest(trial)
         target = trial.suggest_float(TARGET, self.low, self.high)
         outer = _Outer(trial=trial, key=trial_key(trial), target=target, values=values)
+        if keys.RETRY_OF in trial.user_attrs:
+            # An attempt of this trial was killed: if it had chosen its subnet (and so
+            # opened its MLflow run with that subnet's params), derive the same one again.
+            sources = [t.user_attrs[keys.DASS_TPE_SOURCE]
+                       for t in self.study.get_trials(deepcopy=False)
+                       if trial_key(t) == outer.key and keys.DASS_TPE_SOURCE in t.user_attrs]
+            if sources:
+                outer.replay = (float(sources[-1][0]), int(sources[-1][1]))
         self.outers[outer.key] = outer
         return outer
 
     def _advance(self, outer: _Outer) -> Unit | None:
         """The outer trial's next unit: a supernet search or its subnet's training."""
+        assert self.fingerprint is not None
+        if outer.replay is not None:
+            if outer.found is not None:
+                return self._train(outer, outer.found)
+            if outer.searches == 0:
+                outer.searches, outer.busy = 1, True
+                return LambdaUnit(lam=outer.replay[0], key=outer.replay[1], round_=0,
+                                  plan=self.plan, dass=self.dass,
+                                  fingerprint=self.fingerprint, deadline=self.deadline)
         tolerance, limit = self.dass.target_tolerance, self.dass.max_bisections
         hit = min(self.outcomes, key=lambda o: abs(o.cost - outer.target), default=None)
         if hit is not None and (abs(hit.cost - outer.target) <= tolerance
@@ -192,11 +213,12 @@ class DassTpeStrategy(Strategy):
             lam = nearest[0] if nearest is not None else START_LAMBDA
         outer.searches += 1
         outer.busy = True
-        assert self.fingerprint is not None
         return LambdaUnit(lam=lam, key=outer.key, round_=0, plan=self.plan, dass=self.dass,
                           fingerprint=self.fingerprint, deadline=self.deadline)
 
     def _train(self, outer: _Outer, outcome: LambdaOutcome) -> TrialUnit:
+        # Before the trial's MLflow run opens: a killed attempt is replayed from this.
+        outer.trial.set_user_attr(keys.DASS_TPE_SOURCE, [outcome.lam, outcome.key])
         outcome = replace(outcome, key=outer.key)
         outer.outcome, outer.busy = outcome, True
         dass = self.dass
@@ -209,7 +231,7 @@ class DassTpeStrategy(Strategy):
         return TrialUnit(spec=spec, key=outer.key, number=outer.trial.number,
                          model=outcome.model,
                          extra_params={"strategy": "dass_tpe", "dass.lambda": outcome.lam,
-                                       TARGET: outer.target, "dass.searches": outer.searches,
+                                       TARGET: outer.target,
                                        "dass.supernet": dass.supernet,
                                        "dass.derive": dass.derive, "dass.cost": dass.cost,
                                        "dass.inherit": (dass.inherit if outcome.inherited
@@ -254,7 +276,11 @@ class DassTpeStrategy(Strategy):
             log.info("dass_tpe: the dense warm-up came from dass/warmup.pt")
 
     def _searched(self, unit: LambdaUnit, done: Finished) -> None:
-        outer = self.outers[unit.key]
+        # A replayed search runs under its source's key: its trial is the one awaiting
+        # exactly it, before any trial of that key (the same search gives the same subnet).
+        waiting = [o for o in self.outers.values() if o.busy and o.outcome is None]
+        outer = next((o for o in waiting if o.replay == (unit.lam, unit.key)), None)
+        outer = outer or next(o for o in waiting if o.key == unit.key)
         outer.busy = False
         if done.error is not None:
             log.warning("dass_tpe: lambda=%g failed: %s", unit.lam, done.error)
@@ -265,7 +291,7 @@ class DassTpeStrategy(Strategy):
             self.stopped = True
             self._give_up(outer, "the budget ran out during its supernet search")
             return
-        outer.searched_on = done.node_id
+        outer.searched_on, outer.found = done.node_id, outcome
         self.outcomes.append(outcome)
         if math.isfinite(outcome.cost):
             self.pairs.append((outcome.lam, outcome.cost))
@@ -285,6 +311,9 @@ class DassTpeStrategy(Strategy):
         self.points.append(point)
         tags = {keys.NODE_ID: outer.searched_on, keys.TRAIN_NODE_ID: done.node_id}
         run_id = self.tracker.trial_runs(self.setup.search_key).get(point.key)
-        if run_id is not None and any(tags.values()):
-            self.tracker.set_tags(run_id, {k: v for k, v in tags.items() if v})
+        if run_id is not None:
+            # A metric, not a param: a replayed attempt spends other searches.
+            self.tracker.log_metrics(run_id, {"dass_searches": outer.searches})
+            if any(tags.values()):
+                self.tracker.set_tags(run_id, {k: v for k, v in tags.items() if v})
         self.on_trial(point.key, "complete" if point.accuracy is not None else "failed")
