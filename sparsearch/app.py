@@ -256,7 +256,7 @@ def _only_hydra_files(run_dir: Path) -> bool:
 
 def run(dict_cfg: Any) -> Any:
     """Hydra task: types the config, runs the search; bad input exits with code 2, a DASS
-    search that completed no subnet with code 3."""
+    (dass, dass_tpe) search that completed no subnet with code 3."""
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
 
@@ -281,10 +281,12 @@ def run(dict_cfg: Any) -> Any:
               f"(or fix the run dir) and rerun the same command to resume", file=sys.stderr)
         sys.exit(2)
     reports = result if isinstance(result, dict) else {cfg.search.strategy: result}
-    if reports.get("dass") is not None and reports["dass"].n_complete == 0:
+    empty = [s for s in ("dass", "dass_tpe")
+             if reports.get(s) is not None and reports[s].n_complete == 0]
+    if empty:
         # An empty front is a failed search, not a result: say so and exit non-zero.
-        print("warning: dass completed no subnet within the budget (its log says where the "
-              "time went; search.dass.fit_budget=true scales its epochs to fit); the front "
-              "is empty", file=sys.stderr)
+        print(f"warning: {empty[0]} completed no subnet within the budget (its log says where "
+              f"the time went; search.dass.fit_budget=true scales its epochs to fit); the "
+              f"front is empty", file=sys.stderr)
         sys.exit(3)
     return result

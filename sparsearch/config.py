@@ -160,6 +160,12 @@ class DassConfig:
     # search as in DASS (its default 0.01, 99% sparse), so alpha chooses operations only;
     # null: a choice over the space's sparsity levels.
     keep: float | None = None
+    # strategy=dass_tpe: a derived subnet whose cost (dense = 1) is within this of the
+    # trial's target_density is a hit (absolute, in (0, 1)).
+    target_tolerance: float = 0.03
+    # strategy=dass_tpe: supernet searches (lambdas) per trial at most before it trains the
+    # subnet nearest its target (>= 1).
+    max_bisections: int = 3
 
     def __post_init__(self) -> None:
         if not 0.0 < self.alpha_fraction < 1.0:
@@ -181,6 +187,12 @@ class DassConfig:
             raise ConfigError(f"search.dass.keep fixes the cell supernet's keep fraction; "
                               f"use it with search.dass.supernet=cell, got supernet="
                               f"{self.supernet}")
+        if not 0.0 < self.target_tolerance < 1.0:
+            raise ConfigError(f"search.dass.target_tolerance must be in (0, 1), got "
+                              f"{self.target_tolerance}")
+        if self.max_bisections < 1:
+            raise ConfigError(f"search.dass.max_bisections must be >= 1, got "
+                              f"{self.max_bisections}")
         if self.init_channels < 4:
             # Narrower cells corrupt the heap in oneDNN's single-thread CPU conv backward
             # (torch 2.14.1, oneDNN 3.12).
@@ -190,7 +202,8 @@ class DassConfig:
 
 @dataclass
 class SearchConfig:
-    # Strategy: random | tpe | nsga2 (Optuna samplers) | dass (differentiable).
+    # Strategy: random | tpe | nsga2 (Optuna samplers) | dass (differentiable) | dass_tpe
+    # (TPE over training values and a target density, DASS placing the zeros).
     strategy: str = "tpe"
     # Trial budget (null: only timeout_s bounds the search).
     n_trials: int | None = 20
@@ -207,7 +220,7 @@ class SearchConfig:
     storage: str | None = None
     # Batch size at which latency_ms is measured (with the kernels export would choose).
     latency_batch_size: int = 1
-    # TPE: random trials before the model kicks in.
+    # TPE (and dass_tpe): random trials before the model kicks in.
     n_startup_trials: int = 10
     # NSGA-II: population size.
     population_size: int = 16
@@ -222,7 +235,7 @@ class SearchConfig:
     min_epochs: int = 1
     # Reduction factor of the scheduler: the best 1/eta at each rung go on (>= 2).
     eta: int = 3
-    # Differentiable search settings (strategy=dass).
+    # Differentiable search settings (strategy=dass and dass_tpe).
     dass: DassConfig = field(default_factory=DassConfig)
 
 
@@ -409,9 +422,9 @@ def _validate_scheduler(cfg: SparsearchConfig, objectives: list[tuple[str, str]]
         raise ConfigError(f"search.scheduler={s.scheduler} ranks trials on what they measure "
                           f"at a rung: search.objectives must include accuracy or loss "
                           f"(known at a rung: {list(RUNG_METRICS)})")
-    if s.strategy == "dass":
-        raise ConfigError("search.scheduler must be none for search.strategy=dass "
-                          "(it trains a supernet, not trials)")
+    if s.strategy in ("dass", "dass_tpe"):
+        raise ConfigError(f"search.scheduler must be none for search.strategy={s.strategy} "
+                          f"(it trains a supernet, not trials)")
 
 
 def validate(cfg: SparsearchConfig) -> SparsearchConfig:

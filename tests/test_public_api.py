@@ -64,5 +64,5 @@ def test_strategies_and_runners_are_read_from_their_catalogues():
     from sparsearch.runners import RUNNERS
     from sparsearch.search.strategies import STRATEGIES
 
-    assert STRATEGIES.names() == ["dass", "nsga2", "random", "tpe"]
+    assert STRATEGIES.names() == ["dass", "dass_tpe", "nsga2", "random", "tpe"]
     assert RUNNERS.names() == ["local", "ray"]

@@ -47,6 +47,9 @@ def search_fingerprint(cfg: SparsearchConfig, *, space_path: Path, model: dict[s
         strategy["population_size"] = cfg.search.population_size
     elif cfg.search.strategy == "dass":
         strategy["dass"] = asdict(cfg.search.dass)
+    elif cfg.search.strategy == "dass_tpe":
+        strategy["n_startup_trials"] = cfg.search.n_startup_trials
+        strategy["dass"] = asdict(cfg.search.dass)
     if cfg.search.scheduler != "none":
         # Which trials a scheduler stops is part of what the study holds.
         strategy["scheduler"] = {"name": cfg.search.scheduler, "eta": cfg.search.eta,

@@ -188,3 +188,4 @@ for _name in SAMPLERS.names():
     STRATEGIES.register(_name, SamplerStrategy)
 # Lazily: DASS imports torch, and config validation reads the names without it.
 STRATEGIES.register_lazy("dass", "sparsearch.search.dass.run:DassStrategy")
+STRATEGIES.register_lazy("dass_tpe", "sparsearch.search.dass.hybrid:DassTpeStrategy")

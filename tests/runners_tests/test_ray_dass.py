@@ -44,21 +44,23 @@ def ray_nodes(address: str) -> list[dict]:
         ray.shutdown()
 
 
-def run_dass_on_the_cluster(overrides: list[str], tmp_path: Path, address: str):
-    """DASS under the Ray runner on the cluster for a composed config, as the app composes
-    them; a second call with the same ``tmp_path`` resumes the search in the same run dir.
+def run_dass_on_the_cluster(overrides: list[str], tmp_path: Path, address: str, *,
+                            strategy: str = "dass"):
+    """DASS (or ``strategy``) under the Ray runner on the cluster for a composed config, as
+    the app composes them; a second call with the same ``tmp_path`` resumes the search in
+    the same run dir.
 
     Returns:
         (setup, tracker, study, reported (key, status) pairs).
     """
     from sparsearch.runners import RUNNERS
     from sparsearch.search.setup import prepare_search
-    from sparsearch.search.strategies import STRATEGIES, create_sampler
+    from sparsearch.search.strategies import STRATEGIES
     from sparsearch.search.study import open_study
     from sparsearch.tracking import Tracker
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    cfg = compose(["name=tiny", "search=dass", "train.epochs=2", "model.hidden=[32,32]",
+    cfg = compose(["name=tiny", f"search={strategy}", "train.epochs=2", "model.hidden=[32,32]",
                    "runner=ray", f"runner.address={address}", f"tracking.uri={uri}",
                    "export.enabled=false", *overrides])
     run_dir = tmp_path / "run"
@@ -66,13 +68,13 @@ def run_dass_on_the_cluster(overrides: list[str], tmp_path: Path, address: str):
     setup = prepare_search(cfg, run_dir)
     tracker = Tracker(uri, setup.experiment)
     parent = tracker.start_search(search_key=setup.search_key, run_name="dass", params={})
+    strategy_cls = STRATEGIES.get(strategy)
     study = open_study(name=setup.study_name, storage=None, run_dir=run_dir,
-                       sampler=create_sampler("random", seed=0), directions=setup.directions)
+                       sampler=strategy_cls.sampler(cfg, offset=0), directions=setup.directions)
     reported: list[tuple[int, str]] = []
-    strategy = STRATEGIES.get("dass")(
-        setup, study, tracker=tracker, parent_run_id=parent,
-        on_trial=lambda key, status: reported.append((key, status)))
-    RUNNERS.get("ray")(setup, tracker=tracker, parent_run_id=parent).run(strategy)
+    driven = strategy_cls(setup, study, tracker=tracker, parent_run_id=parent,
+                          on_trial=lambda key, status: reported.append((key, status)))
+    RUNNERS.get("ray")(setup, tracker=tracker, parent_run_id=parent).run(driven)
     return setup, tracker, study, reported
 
 
@@ -149,3 +151,23 @@ def test_dass_under_ray_retrains_the_front_once_the_sweep_is_complete(ray_cluste
         assert (p.key, "complete") in reported
         run = tracker.client.get_run(runs[p.key])
         assert run.data.params["recipe"] == "gradual"
+
+
+def test_dass_tpe_solves_targets_as_ray_tasks(ray_cluster, tmp_path):
+    """dass_tpe under Ray: two TPE trials at once, each its own lambda searches and
+    training on the cluster, every asked trial told (none left running)."""
+    setup, tracker, study, reported = run_dass_on_the_cluster([
+        "search.n_trials=2", "search.n_startup_trials=2", "search.dass.levels=3",
+        "search.dass.warmup_epochs=1", "search.dass.search_epochs=1",
+        "search.dass.finetune_epochs=1", "search.dass.alpha_lr=0.1",
+        "search.dass.max_bisections=2"], tmp_path, ray_cluster.address, strategy="dass_tpe")
+    trials = study.get_trials(deepcopy=False)
+    assert sorted(t.state.name for t in trials) == ["COMPLETE", "COMPLETE"]
+    assert sorted(k for k, _ in reported) == sorted(t.number for t in trials)
+    cluster = {n["NodeID"] for n in ray_nodes(ray_cluster.address)}
+    runs = tracker.trial_runs(setup.search_key)
+    for t in trials:
+        run = tracker.client.get_run(runs[t.number])
+        assert run.data.params["strategy"] == "dass_tpe"
+        assert float(run.data.params["target_density"]) == t.params["target_density"]
+        assert run.data.tags["sparsearch.train_node_id"] in cluster

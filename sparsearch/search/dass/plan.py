@@ -34,7 +34,7 @@ from sparsearch.space import Dimension, LayerGroup, SearchSpace
 from sparsearch.spec import LayerRule, SubnetSpec, parse_block, parse_nm
 
 __all__ = ["SupernetPlan", "fixed_values", "layer_candidates", "plan_supernet",
-           "space_targets"]
+           "space_targets", "training_dimensions"]
 
 ARCH = ("pattern", "sparsity", "nm", "block")
 
@@ -113,7 +113,8 @@ def _middle(dim: Dimension) -> Any:
     return points[len(points) // 2] if dim.kind in ("float", "int") else points[0]
 
 
-def _non_architecture(space: SearchSpace) -> dict[str, Dimension]:
+def training_dimensions(space: SearchSpace) -> dict[str, Dimension]:
+    """The space's non-architecture dimensions (recipe, its knobs, hparams), in order."""
     from sparsearch.sparsity.allocation import list_allocations
 
     allocations = set(list_allocations())
@@ -128,7 +129,7 @@ def fixed_values(space: SearchSpace, overrides: dict[str, Any]) -> dict[str, Any
     Raises:
         ConfigError: an override names no such dimension or a value it cannot take.
     """
-    dims = _non_architecture(space)
+    dims = training_dimensions(space)
     for name, value in overrides.items():
         if name not in dims:
             raise ConfigError(f"search.dass.fixed.{name}: not a non-architecture parameter of "

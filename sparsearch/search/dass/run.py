@@ -155,8 +155,13 @@ def derived_unit(setup: SearchSetup, study: optuna.Study, outcome: LambdaOutcome
 
 def record_trained(setup: SearchSetup, study: optuna.Study, outcome: LambdaOutcome,
                    result: TrialResult, *, points: list[SweepPoint], tracker: Tracker,
-                   round_: int, retrain_of: int | None) -> SweepPoint:
+                   round_: int, retrain_of: int | None,
+                   trial: optuna.Trial | None = None) -> SweepPoint:
     """Records a trained derived subnet: its study trial, snapshot and DASS metrics.
+
+    Args:
+        trial: the asked trial the subnet answers (dass_tpe), told its values; None: a
+            finished trial is added to the study (dass, whose sampler asks nothing).
 
     Returns:
         The lambda's sweep point (also saved in the study).
@@ -189,13 +194,16 @@ def record_trained(setup: SearchSetup, study: optuna.Study, outcome: LambdaOutco
                        round=round_, retrain_of=retrain_of)
     attrs = {keys.METRICS: result.metrics, keys.RETRY_OF: outcome.key,
              keys.DASS_LAMBDA: outcome.lam, POINT_ATTR: point.to_dict()}
-    if complete:
-        trial = create_trial(state=TrialState.COMPLETE, user_attrs=attrs,
-                             values=[float(result.metrics[m]) for m, _ in setup.objectives])
-    else:
+    values = [float(result.metrics[m]) for m, _ in setup.objectives] if complete else None
+    if not complete:
         attrs[keys.FAIL_REASON] = result.reason or "objective metric missing"
-        trial = create_trial(state=TrialState.FAIL, user_attrs=attrs)
-    study.add_trial(trial)
+    if trial is None:
+        study.add_trial(create_trial(state=TrialState.COMPLETE if complete else TrialState.FAIL,
+                                     user_attrs=attrs, values=values))
+    else:
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        study.tell(trial, values, state=TrialState.COMPLETE if complete else TrialState.FAIL)
     _save_sweep(study, [*points, point])
     return point
 
