@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import shutil
@@ -206,8 +207,14 @@ def prepare_seed(run_dir: Path, methods: list[str], **kwargs: Any) -> None:
 
 
 def run_seed(out_dir: Path, *, task: str, seed: int, methods: list[str],
-             budgets: list[float], epochs: int, min_epochs: int) -> dict[str, Any]:
+             budgets: list[float], epochs: int, min_epochs: int,
+             measure_only: bool = False) -> dict[str, Any]:
     run_dir = out_dir / task / f"seed{seed}"
+    if measure_only:
+        # Runs made before (another invocation, or search_quality.py): judged, not rerun.
+        return {"seed": seed, "waves": [], "load": [], "total_s": 0.0,
+                "methods": {m: measure(run_dir, m, budgets, rung=min_epochs)
+                            for m in methods}}
     waves = _waves(methods)
     waves = waves[seed % len(waves):] + waves[:seed % len(waves)]
     kwargs = {"task": task, "seed": seed, "timeout_s": max(budgets), "epochs": epochs,
@@ -247,7 +254,7 @@ def summarise(results: list[dict[str, Any]], methods: list[str],
                 row[m]["vs_" + twin] = {"mean_diff": statistics.mean(diffs),
                                         "ci95": paired_ci(diffs)}
         summary["budgets"][key] = row
-    loads = [w[0] for r in results for w in r["load"]]
+    loads = [w[0] for r in results for w in r["load"]] or [math.nan]
     summary["load_1min"] = {"min": min(loads), "median": statistics.median(loads),
                             "max": max(loads)}
     summary["fraction_saved"] = {m: statistics.mean(r["methods"][m]["fraction_saved"]
@@ -305,25 +312,28 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=9)
     parser.add_argument("--min-epochs", type=int, default=1,
                         help="the first rung; the rank correlation is read at this epoch")
-    parser.add_argument("--out", type=Path, default=Path("outputs/bench/multi_fidelity.json"))
+    parser.add_argument("--measure-only", action="store_true",
+                        help="judge the runs the work dir holds, run nothing")
+    parser.add_argument("--out", type=Path)
     parser.add_argument("--work-dir", type=Path, default=Path("outputs/bench/multi_fidelity"))
     args = parser.parse_args()
     methods = [*args.methods, *(["random_asha_ray2"] if args.ray else [])]
     budgets = sorted(args.budgets)
+    out = args.out or Path(f"outputs/bench/multi_fidelity_{args.task}.json")
     results = []
     for seed in args.seeds:
         print(f"seed {seed}: {', '.join(methods)}, {max(budgets):.0f} s each ...", flush=True)
         results.append(run_seed(args.work_dir.resolve(), task=args.task, seed=seed, methods=methods,
                                 budgets=budgets, epochs=args.epochs,
-                                min_epochs=args.min_epochs))
+                                min_epochs=args.min_epochs, measure_only=args.measure_only))
         summary = summarise(results, methods, budgets)
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"task": args.task, "budgets": budgets, "seeds": args.seeds,
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"task": args.task, "budgets": budgets, "seeds": args.seeds,
                                         "methods": methods, "epochs": args.epochs,
                                         "min_epochs": args.min_epochs,
                                         "summary": summary, "results": results}, indent=1))
     print_table(summary, methods, len(results), args.task)
-    print(f"\nwrote {args.out}")
+    print(f"\nwrote {out}")
 
 
 if __name__ == "__main__":
