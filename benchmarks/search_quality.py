@@ -6,7 +6,8 @@ search with MO-ASHA early stopping), dass and dass_tpe, each one run of the real
 its own process, run dir and MLflow database, sharing ``benchmarks/multi_fidelity.py``'s
 folders and settings (``--work-dir``): runs that folder already holds for the seed (from
 ``multi_fidelity.py``) are reused, the others (by default always dass and dass_tpe) are run
-here, two at a time (one torch thread each on two cores, so both see the same load). The
+here, two at a time (one torch thread each on two cores, so both see the same load);
+dass_tpe runs beside the sweep. The
 ablation ``sweep`` asks whether the supernet adds anything: in process and without a
 supernet, it trains unstructured uniform and ERK specs at the densities DASS derived in the
 same seed (in DASS's order), with the recipe and lr DASS's plan fixes.
@@ -105,14 +106,25 @@ def run_seed(work: Path, *, task: str, seed: int, budgets: list[float], methods:
               "min_epochs": min_epochs}
     for m in todo:
         mf.prepare_seed(run_dir, [m], **kwargs, extra=dass if m.startswith("dass") else [])
+    # dass_tpe runs last, beside the sweep (in this process; it needs dass's densities), so
+    # every wave keeps both cores busy with two single-threaded searches.
+    beside_sweep = "dass_tpe" if "dass_tpe" in todo and "dass" in methods else None
     load, codes = [os.getloadavg()], {}
-    for wave in mf._waves(todo):
+    for wave in mf._waves([m for m in todo if m != beside_sweep]):
         # Exit 3: DASS completed no subnet (an empty front, hypervolume 0), not a crash.
         codes.update(mf.run_wave(run_dir, wave, ok=(0, 3)))
         load.append(os.getloadavg())
     trials = {m: (mf.measure(run_dir, m, budgets, rung=min_epochs)["trials"]
-                  if codes.get(m, 0) == 0 else []) for m in methods}
-    trials["sweep"] = _sweep_trials(run_dir, trials["dass"], max(budgets))
+                  if codes.get(m, 0) == 0 else []) for m in methods if m != beside_sweep}
+    partner = mf._start(run_dir, beside_sweep) if beside_sweep else None
+    trials["sweep"] = _sweep_trials(run_dir, trials.get("dass", []), max(budgets))
+    if partner is not None and beside_sweep is not None:
+        code = partner.wait()
+        if code not in (0, 3):
+            tail = (run_dir / f"{beside_sweep}.log").read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"{beside_sweep} failed:\n{tail}")
+        trials[beside_sweep] = (mf.measure(run_dir, beside_sweep, budgets,
+                                           rung=min_epochs)["trials"] if code == 0 else [])
     load.append(os.getloadavg())
     return {"seed": seed, "ran": todo, "load": load, "trials": trials,
             "test_hypervolume": {s: {str(int(b)): _test_hypervolume([m for m in ms
