@@ -7,7 +7,7 @@ its own process, run dir and MLflow database, sharing ``benchmarks/multi_fidelit
 folders and settings (``--work-dir``): runs that folder already holds for the seed (from
 ``multi_fidelity.py``) are reused, the others (by default always dass and dass_tpe) are run
 here, two at a time (one torch thread each on two cores, so both see the same load);
-dass_tpe runs beside the sweep. The
+with an odd number to run, dass_tpe runs beside the sweep. The
 ablation ``sweep`` asks whether the supernet adds anything: in process and without a
 supernet, it trains unstructured uniform and ERK specs at the densities DASS derived in the
 same seed (in DASS's order), with the recipe and lr DASS's plan fixes.
@@ -106,9 +106,11 @@ def run_seed(work: Path, *, task: str, seed: int, budgets: list[float], methods:
               "min_epochs": min_epochs}
     for m in todo:
         mf.prepare_seed(run_dir, [m], **kwargs, extra=dass if m.startswith("dass") else [])
-    # dass_tpe runs last, beside the sweep (in this process; it needs dass's densities), so
-    # every wave keeps both cores busy with two single-threaded searches.
-    beside_sweep = "dass_tpe" if "dass_tpe" in todo and "dass" in methods else None
+    # With an odd number to run, dass_tpe runs last, beside the sweep (in this process; it
+    # needs dass's densities), so every wave keeps both cores busy with two single-threaded
+    # searches; else the sweep runs alone after the pairs.
+    beside_sweep = ("dass_tpe" if "dass_tpe" in todo and "dass" in methods and len(todo) % 2
+                    else None)
     load, codes = [os.getloadavg()], {}
     for wave in mf._waves([m for m in todo if m != beside_sweep]):
         # Exit 3: DASS completed no subnet (an empty front, hypervolume 0), not a crash.
