@@ -201,7 +201,9 @@ def erk_densities(
         raise ValueError(f"sparsity must be in [0, 1), got {sparsity!r}")
     if not (isinstance(power, (int, float)) and power >= 0.0 and math.isfinite(power)):
         raise ValueError(f"erk.power must be a finite number >= 0, got {power!r}")
-    if sparsity == 0.0:
+    if 1.0 - sparsity == 1.0:
+        # Zero, or so small (subnormal) that 1 - sparsity rounds to 1: every layer would be
+        # capped dense and the loop below would report the target unmeetable.
         return {n: 1.0 for n in shapes}
     sizes = {n: math.prod(s) for n, s in shapes.items()}
     raw = {n: (sum(s) / math.prod(s)) ** power for n, s in shapes.items()}

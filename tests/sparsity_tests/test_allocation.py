@@ -216,3 +216,12 @@ def test_layerwise_rules_hold_through_the_plan_even_without_a_global_target(targ
     masks = SparsityPlan(spec, model).masks(model)
     kept = masks["fc1"].float().mean().item()
     assert kept == pytest.approx(0.1, abs=1 / 4096)
+
+
+@pytest.mark.parametrize("sparsity", [2.2250738585e-313, 1e-17])
+def test_erk_with_less_than_one_weight_to_prune_is_dense(sparsity: float) -> None:
+    # Found by hypothesis: 1 - sparsity rounds to 1, so every layer was capped dense and
+    # ERK raised "cannot meet sparsity" for a target of zero pruned weights.
+    model = nn.Sequential(nn.Linear(8, 40), nn.ReLU(), nn.Linear(40, 3))
+    result = allocate(model, sparsity, "erk")
+    assert result == {"0": 0.0, "2": 0.0}
