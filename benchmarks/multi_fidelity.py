@@ -113,7 +113,7 @@ def run_wave(run_dir: Path, wave: list[str], *, ok: tuple[int, ...] = (0,)) -> d
 
 
 def measure(run_dir: Path, method: str, budgets: list[float], *,
-            rung: int) -> dict[str, Any]:
+            rung: int, rung_pairs: bool = True) -> dict[str, Any]:
     """Test hypervolume of the val front by each budget; epochs saved; (rung, final) pairs."""
     import optuna
     from mlflow import MlflowClient
@@ -149,7 +149,7 @@ def measure(run_dir: Path, method: str, budgets: list[float], *,
     saved, trained = parent.data.metrics.get("epochs_saved"), parent.data.metrics.get(
         "epochs_trained")
     pairs = []
-    if saved is None:
+    if saved is None and rung_pairs:
         # Unscheduled: every trial ran every epoch, an unbiased sample of (rung, final).
         for t in done:
             run_id = next(r.info.run_id for r in client.search_runs(

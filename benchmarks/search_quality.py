@@ -116,7 +116,7 @@ def run_seed(work: Path, *, task: str, seed: int, budgets: list[float], methods:
         # Exit 3: DASS completed no subnet (an empty front, hypervolume 0), not a crash.
         codes.update(mf.run_wave(run_dir, wave, ok=(0, 3)))
         load.append(os.getloadavg())
-    trials = {m: (mf.measure(run_dir, m, budgets, rung=min_epochs)["trials"]
+    trials = {m: (mf.measure(run_dir, m, budgets, rung=min_epochs, rung_pairs=False)["trials"]
                   if codes.get(m, 0) == 0 else []) for m in methods if m != beside_sweep}
     partner = mf._start(run_dir, beside_sweep) if beside_sweep else None
     trials["sweep"] = _sweep_trials(run_dir, trials.get("dass", []), max(budgets))
@@ -125,8 +125,8 @@ def run_seed(work: Path, *, task: str, seed: int, budgets: list[float], methods:
         if code not in (0, 3):
             tail = (run_dir / f"{beside_sweep}.log").read_text(errors="replace")[-3000:]
             raise RuntimeError(f"{beside_sweep} failed:\n{tail}")
-        trials[beside_sweep] = (mf.measure(run_dir, beside_sweep, budgets,
-                                           rung=min_epochs)["trials"] if code == 0 else [])
+        trials[beside_sweep] = (mf.measure(run_dir, beside_sweep, budgets, rung=min_epochs,
+                                           rung_pairs=False)["trials"] if code == 0 else [])
     load.append(os.getloadavg())
     return {"seed": seed, "ran": todo, "load": load, "trials": trials,
             "test_hypervolume": {s: {str(int(b)): _test_hypervolume([m for m in ms
