@@ -77,14 +77,14 @@ def _tracking(run_dir: Path, method: str) -> str:
     return f"tracking.uri=sqlite:///{run_dir / f'mlflow-{method}.db'}"
 
 
-def _start(run_dir: Path, method: str) -> subprocess.Popen[bytes]:
+def start_method(run_dir: Path, method: str) -> subprocess.Popen[bytes]:
     overrides = json.loads((run_dir / "overrides.json").read_text())[method]
     log = (run_dir / f"{method}.log").open("w")
     return subprocess.Popen([sys.executable, "-m", "sparsearch", *overrides], stdout=log,
                             stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
 
 
-def _waves(methods: list[str]) -> list[list[str]]:
+def waves_of(methods: list[str]) -> list[list[str]]:
     """Methods that run at the same time, two at once on two cores (each with one torch
     thread), so both see the same machine load: a method beside its early-stopping twin, the
     rest in pairs in the order given; a Ray method (two trials at once) alone."""
@@ -103,7 +103,7 @@ def _waves(methods: list[str]) -> list[list[str]]:
 
 def run_wave(run_dir: Path, wave: list[str], *, ok: tuple[int, ...] = (0,)) -> dict[str, int]:
     """Runs ``wave``'s methods at once; their exit codes (raises for one not in ``ok``)."""
-    procs = {m: _start(run_dir, m) for m in wave}
+    procs = {m: start_method(run_dir, m) for m in wave}
     codes = {m: proc.wait() for m, proc in procs.items()}
     for m, code in codes.items():
         if code not in ok:
@@ -134,7 +134,7 @@ def measure(run_dir: Path, method: str, budgets: list[float], *,
     study = optuna.load_study(study_name=NAME, storage=f"sqlite:///{run_dir / method / 'optuna.db'}")
     done = sorted((t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE),
                   key=lambda t: t.datetime_complete)
-    setup = prepare_search(_config(run_dir, method), run_dir / method)
+    setup = prepare_search(method_config(run_dir, method), run_dir / method)
     test = {t.number: accuracy_on_test(load_trial_model(setup.ctx, setup.run_dir,
                                                         trial_key(t)), setup.ctx.data)
             for t in done}
@@ -166,7 +166,7 @@ def measure(run_dir: Path, method: str, budgets: list[float], *,
             else 0.0, "rung_final_pairs": pairs}
 
 
-def _config(run_dir: Path, method: str) -> Any:
+def method_config(run_dir: Path, method: str) -> Any:
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
@@ -198,7 +198,7 @@ def prepare_seed(run_dir: Path, methods: list[str], **kwargs: Any) -> None:
         from sparsearch.search.setup import prepare_search
 
         (run_dir / methods[0]).mkdir()
-        dense_baseline(prepare_search(_config(run_dir, methods[0]), run_dir / methods[0]))
+        dense_baseline(prepare_search(method_config(run_dir, methods[0]), run_dir / methods[0]))
         dense = run_dir / methods[0] / "dense.json"
     for m in methods:
         (run_dir / m).mkdir(exist_ok=True)
@@ -215,7 +215,7 @@ def run_seed(out_dir: Path, *, task: str, seed: int, methods: list[str],
         return {"seed": seed, "waves": [], "load": [], "total_s": 0.0,
                 "methods": {m: measure(run_dir, m, budgets, rung=min_epochs)
                             for m in methods}}
-    waves = _waves(methods)
+    waves = waves_of(methods)
     waves = waves[seed % len(waves):] + waves[:seed % len(waves)]
     kwargs = {"task": task, "seed": seed, "timeout_s": max(budgets), "epochs": epochs,
               "min_epochs": min_epochs}

@@ -74,7 +74,7 @@ def _sweep_trials(run_dir: Path, dass_trials: list[dict[str, Any]],
     from sparsearch.search.setup import prepare_search
     from sparsearch.spec import SubnetSpec
 
-    setup = prepare_search(mf._config(run_dir, "dass"), run_dir / "dass")
+    setup = prepare_search(mf.method_config(run_dir, "dass"), run_dir / "dass")
     fixed = fixed_values(setup.space, dict(setup.cfg.search.dass.fixed))
     base = setup.space.to_spec({**fixed, "pattern": "unstructured", "sparsity": 0.5})
     started, out = time.time(), []
@@ -112,13 +112,13 @@ def run_seed(work: Path, *, task: str, seed: int, budgets: list[float], methods:
     beside_sweep = ("dass_tpe" if "dass_tpe" in todo and "dass" in methods and len(todo) % 2
                     else None)
     load, codes = [os.getloadavg()], {}
-    for wave in mf._waves([m for m in todo if m != beside_sweep]):
+    for wave in mf.waves_of([m for m in todo if m != beside_sweep]):
         # Exit 3: DASS completed no subnet (an empty front, hypervolume 0), not a crash.
         codes.update(mf.run_wave(run_dir, wave, ok=(0, 3)))
         load.append(os.getloadavg())
     trials = {m: (mf.measure(run_dir, m, budgets, rung=min_epochs, rung_pairs=False)["trials"]
                   if codes.get(m, 0) == 0 else []) for m in methods if m != beside_sweep}
-    partner = mf._start(run_dir, beside_sweep) if beside_sweep else None
+    partner = mf.start_method(run_dir, beside_sweep) if beside_sweep else None
     trials["sweep"] = _sweep_trials(run_dir, trials.get("dass", []), max(budgets))
     if partner is not None and beside_sweep is not None:
         code = partner.wait()
