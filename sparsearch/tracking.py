@@ -176,7 +176,11 @@ class Tracker:
 
     def trial_runs(self, search_key: str) -> dict[int, str]:
         """All child runs of a search, by trial key."""
-        out: dict[int, str] = {}
+        return {key: run_id for key, (run_id, _) in self.trial_run_tags(search_key).items()}
+
+    def trial_run_tags(self, search_key: str) -> dict[int, tuple[str, dict[str, str]]]:
+        """All child runs of a search, by trial key: (run id, the run's tags)."""
+        out: dict[int, tuple[str, dict[str, str]]] = {}
         page_token = None
         while True:
             page = self.client.search_runs(
@@ -185,7 +189,7 @@ class Tracker:
                               f"and tags.`sparsearch.role` = 'trial'",
                 max_results=1000, page_token=page_token)
             for run in page:
-                out[int(run.data.tags[TRIAL_KEY])] = run.info.run_id
+                out[int(run.data.tags[TRIAL_KEY])] = (run.info.run_id, dict(run.data.tags))
             page_token = page.token
             if not page_token:
                 return out

@@ -21,6 +21,19 @@ def search_runs(uri: str, experiment: str):
     return client, parents, children
 
 
+def assert_pareto_tags_are_the_front(children) -> None:
+    """The pareto tag (and metric) is the front of the children's own metrics (accuracy up,
+    density down)."""
+    from sparsearch.pareto import pareto_front
+
+    points = [[c.data.metrics["accuracy"], c.data.metrics["density"]] for c in children]
+    on_front = {children[i].info.run_id for i in pareto_front(points, ["max", "min"])}
+    assert {c.info.run_id: (c.data.tags["pareto"], c.data.metrics["pareto"])
+            for c in children} == {
+        c.info.run_id: ("true", 1.0) if c.info.run_id in on_front else ("false", 0.0)
+        for c in children}
+
+
 def test_search_end_to_end_then_resume(tmp_path):
     args = tiny_search_args(tmp_path)
     first = run_cli(args, cwd=tmp_path)
@@ -39,13 +52,7 @@ def test_search_end_to_end_then_resume(tmp_path):
         assert child.info.status == "FINISHED"
         assert {"pattern", "allocation", "recipe", "lr"} <= set(child.data.params)
         assert {"accuracy", "density", "nnz", "flops", "train_s"} <= set(child.data.metrics)
-    # The pareto tag is the front of the children's own metrics (accuracy up, density down).
-    from sparsearch.pareto import pareto_front
-
-    points = [[c.data.metrics["accuracy"], c.data.metrics["density"]] for c in children]
-    on_front = {children[i].info.run_id for i in pareto_front(points, ["max", "min"])}
-    assert {c.info.run_id: c.data.tags["pareto"] for c in children} == {
-        c.info.run_id: "true" if c.info.run_id in on_front else "false" for c in children}
+    assert_pareto_tags_are_the_front(children)
     front = [c for c in children if c.data.tags["pareto"] == "true"]
     assert front and sorted(int(c.data.tags["pareto_rank"]) for c in front) == list(
         range(len(front)))
@@ -78,11 +85,17 @@ def test_search_end_to_end_then_resume(tmp_path):
     assert len(versions) == len(front)  # nothing registered twice
     assert sorted(c.info.run_id for c in children2) == sorted(c.info.run_id for c in children)
 
-    # A larger budget on the same run dir runs only the missing trial.
+    # A larger budget on the same run dir runs only the missing trial. A run an earlier
+    # end put on the front (here: forced, as if the new trial had displaced it) is taken
+    # off it again when it is not on the new front.
+    off_front = [c for c in children if c.data.tags["pareto"] == "false"]
+    for c in off_front:
+        client.set_tag(c.info.run_id, "pareto", "true")
     more = run_cli([*args, "search.n_trials=4"], cwd=tmp_path)
     assert more.returncode == 0, more.stderr[-3000:]
     _, _, children3 = search_runs(uri, "tiny")
     assert len(children3) == 4
+    assert_pareto_tags_are_the_front(children3)
     # The extra trial is a new draw, not a replay of trial 0 by a freshly seeded sampler.
     specs = {c.data.tags["sparsearch.trial_key"]: c.data.tags["sparsearch.spec"]
              for c in children3}

@@ -227,10 +227,13 @@ def finalize_search(setup: SearchSetup, study: optuna.Study, *, tracker: Tracker
                  else default_reference(m, dense, setup.ctx.data.num_classes)
                  for m, _ in setup.objectives]
     volume = hypervolume(points, reference, directions)
-    runs = tracker.trial_runs(setup.search_key)
+    tagged = tracker.trial_run_tags(setup.search_key)
+    runs = {key: run_id for key, (run_id, _) in tagged.items()}
     front_keys = {trial_key(complete[i]) for i in front}
-    for key, run_id in runs.items():
-        if key not in front_keys:
+    for key, (run_id, tags) in tagged.items():
+        # Trials are recorded off the front; only a run an earlier end of this search put
+        # on the front (a resume), or one a dead worker left untagged, needs a write.
+        if key not in front_keys and tags.get(keys.PARETO) != "false":
             # As a metric too: the UI's charts colour and filter by metrics, not by tags.
             tracker.record(run_id, metrics={keys.PARETO: 0.0}, series=[],
                            tags={keys.PARETO: "false"})

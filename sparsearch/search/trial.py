@@ -177,8 +177,10 @@ def _record(tracker: Tracker, run_id: str, *, folder: Path, number: int, result:
     # Written last of a trial's files: a trial folder with result.json is a finished trial.
     _write_atomic(folder / "result.json",
                   lambda tmp: tmp.write_text(json.dumps(result.to_dict(), indent=1)))
-    tracker.record(run_id, metrics=result.metrics, series=series, tags={
-        keys.STATUS: result.status, keys.OPTUNA_NUMBER: number,
+    # Off the front until the search's end says otherwise (finalize_search then writes only
+    # to the front's runs, not to every run of a search of a thousand trials).
+    tracker.record(run_id, metrics={**result.metrics, keys.PARETO: 0.0}, series=series, tags={
+        keys.STATUS: result.status, keys.OPTUNA_NUMBER: number, keys.PARETO: "false",
         **({keys.FAIL_REASON: result.reason}
            if result.reason and result.status == "failed" else {}),
         **({keys.STOPPED_AT_EPOCH: int(result.metrics["stopped_at_epoch"])}
