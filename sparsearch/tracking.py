@@ -163,8 +163,7 @@ class Tracker:
     def trial_run(self, *, parent_id: str, search_key: str, trial_key: int,
                   run_name: str, tags: dict[str, Any] | None = None) -> str:
         """The child run of one trial: found by its key, created (with ``tags``) when missing."""
-        run_id = self._find(f"tags.`{SEARCH_KEY}` = '{search_key}' "
-                            f"and tags.`{TRIAL_KEY}` = '{trial_key}'")
+        run_id = self.trial_run_id(search_key, trial_key)
         if run_id is None:
             run = self.client.create_run(self.experiment_id, run_name=run_name, tags={
                 SEARCH_KEY: search_key, TRIAL_KEY: str(trial_key), PARENT: parent_id,
@@ -173,6 +172,12 @@ class Tracker:
         else:
             self.client.update_run(run_id, status="RUNNING")
         return run_id
+
+    def trial_run_id(self, search_key: str, trial_key: int) -> str | None:
+        """The child run of one trial, or None: one query for that run, not a listing of
+        every run of the search (which costs seconds per call in a search of a thousand)."""
+        return self._find(f"tags.`{SEARCH_KEY}` = '{search_key}' "
+                          f"and tags.`{TRIAL_KEY}` = '{trial_key}'")
 
     def trial_runs(self, search_key: str) -> dict[int, str]:
         """All child runs of a search, by trial key."""
@@ -242,7 +247,7 @@ class Tracker:
     def fail_trial_run(self, search_key: str, trial_key: int, reason: str) -> None:
         """Ends a trial's run FAILED with its reason, when a worker died before it could;
         nothing if the trial never opened a run."""
-        run_id = self.trial_runs(search_key).get(trial_key)
+        run_id = self.trial_run_id(search_key, trial_key)
         if run_id is not None:
             self.set_tags(run_id, {keys.STATUS: "failed",
                                    keys.FAIL_REASON: reason[:5000]})

@@ -194,7 +194,9 @@ def record_stopped_trial(tracker: Tracker, *, run_dir: str | Path, search_key: s
     """Records a trial a scheduler stopped on a Ray worker, where it could not (see ray runner)."""
     folder = trial_dir(run_dir, key)
     folder.mkdir(parents=True, exist_ok=True)
-    run_id = tracker.trial_runs(search_key)[key]
+    run_id = tracker.trial_run_id(search_key, key)
+    if run_id is None:
+        raise RuntimeError(f"trial {key} has no MLflow run in search {search_key}")
     _record(tracker, run_id, folder=folder, number=number, result=result, series=series)
 
 

@@ -310,7 +310,7 @@ class DassTpeStrategy(Strategy):
                                retrain_of=None, trial=outer.trial)
         self.points.append(point)
         tags = {keys.NODE_ID: outer.searched_on, keys.TRAIN_NODE_ID: done.node_id}
-        run_id = self.tracker.trial_runs(self.setup.search_key).get(point.key)
+        run_id = self.tracker.trial_run_id(self.setup.search_key, point.key)
         if run_id is not None:
             # A metric, not a param: a replayed attempt spends other searches.
             self.tracker.log_metrics(run_id, {"dass_searches": outer.searches})

@@ -180,7 +180,7 @@ def record_trained(setup: SearchSetup, study: optuna.Study, outcome: LambdaOutco
         model = load_trial_model(ctx, setup.run_dir, outcome.key)
         (folder / "test.json").write_text(json.dumps(
             {"test_accuracy": accuracy_on_test(model, ctx.data)}))
-    run_id = tracker.trial_runs(setup.search_key).get(outcome.key)
+    run_id = tracker.trial_run_id(setup.search_key, outcome.key)
     if run_id is not None:
         tracker.log_artifact(run_id, _write_snapshot(setup, outcome, {}), "dass")
         tracker.log_metrics(run_id, {"dass_lambda": outcome.lam, "dass_search_s": outcome.search_s,
@@ -393,7 +393,7 @@ class DassStrategy(Strategy):
                                round_=training.round_, retrain_of=training.retrain_of)
         self.points.append(point)
         tags = {keys.NODE_ID: training.searched_on, keys.TRAIN_NODE_ID: done.node_id}
-        run_id = self.tracker.trial_runs(self.setup.search_key).get(point.key)
+        run_id = self.tracker.trial_run_id(self.setup.search_key, point.key)
         if run_id is not None and any(tags.values()):
             self.tracker.set_tags(run_id, {k: v for k, v in tags.items() if v})
         self.on_trial(point.key, "complete" if point.accuracy is not None else "failed")
