@@ -264,9 +264,23 @@ def _global(layers: Mapping[str, PrunableLayer], sparsity: float, *, min_thresho
     caps = {n: max(0, sizes[n] - floor) for n in names}
     if all(base[n] <= caps[n] for n in names):
         return base
-    # Gupta et al. rescale every s_l by S / S_current and clamp at the floor until the
-    # target is met; its fixed point is min(r * base_l, cap_l) with one common r.
-    return _apportion(_water_fill(base, caps, total), caps, total)
+    if total <= sum(caps[n] for n in names if base[n] > 0):
+        # Gupta et al. rescale every s_l by S / S_current and clamp at the floor until the
+        # target is met; its fixed point is min(r * base_l, cap_l) with one common r.
+        return _apportion(_water_fill(base, caps, total), caps, total)
+    if total > sum(caps.values()):
+        raise ValueError("allocation global cannot meet the sparsity: the minimum threshold "
+                         "keeps too many weights (lower global.min_threshold)")
+    # The rescale only grows layers the threshold already prunes; when those cannot hold
+    # the target (their smallest weights all sit in layers at their floor), prune the
+    # smallest |w| among the weights no floor protects: each layer's cap_l smallest.
+    starts = torch.cumsum(torch.tensor([0] + [sizes[n] for n in names]), 0).tolist()
+    candidates = [torch.sort(flat[starts[i]:starts[i + 1]]).values[:caps[n]]
+                  for i, n in enumerate(names)]
+    owner = torch.repeat_interleave(torch.arange(len(names)),
+                                    torch.tensor([caps[n] for n in names]))
+    pruned = owner[torch.argsort(torch.cat(candidates), stable=True)[:total]]
+    return dict(zip(names, torch.bincount(pruned, minlength=len(names)).tolist()))
 
 
 def _water_fill(base: Mapping[str, int], caps: Mapping[str, int], total: int) -> dict[str, float]:

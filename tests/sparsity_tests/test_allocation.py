@@ -140,6 +140,21 @@ def test_global_keeps_the_floor_in_every_layer(model: nn.Module, sparsity: float
         assert kept >= min(floor, sizes[name])
 
 
+def test_global_prunes_unprotected_weights_when_the_smallest_sit_at_a_floor() -> None:
+    # Found by hypothesis: the one smallest |w| is the only weight of the last layer, which
+    # the one-weight floor protects; the rescale grows only layers the threshold prunes (none
+    # here), and raised "cannot meet the sparsity" though 3 + 1 weights were free to prune.
+    model = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 1), nn.Linear(1, 1))
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([[0.9, 0.8], [0.7, 0.3]]))
+        model[1].weight.copy_(torch.tensor([[0.5, 0.6]]))
+        model[2].weight.fill_(0.01)
+    sizes = _sizes(model)
+    result = allocate(model, 0.125, "global", min_threshold=0.0)  # one weight of seven
+    assert [n_pruned(sizes[n], s) for n, s in result.items()] == [1, 0, 0]  # the 0.3
+    _assert_contract(result, sizes, 0.125)
+
+
 @pytest.mark.parametrize("kind,sparsity", [("mlp", 0.5), ("mlp", 0.9), ("cnn", 0.7)])
 def test_global_without_floor_matches_torch_global_unstructured(kind: str,
                                                                 sparsity: float) -> None:
