@@ -53,10 +53,15 @@ TASKS = {"digits": ["space=digits_mlp"],
                      "train.batch_size=100"]}
 
 
+# Methods that run another's strategy with other settings (``search_quality.py`` gives them).
+VARIANTS = {"dass_weights": "dass"}
+
+
 def parse_method(method: str) -> tuple[str, str, bool]:
     """``STRATEGY[_asha][_ray2]`` -> (strategy, scheduler, under Ray with two trials)."""
     base = method.removesuffix("_ray2")
     strategy = base.removesuffix("_asha")
+    strategy = VARIANTS.get(strategy, strategy)
     return strategy, "asha" if base != strategy else "none", base != method
 
 
