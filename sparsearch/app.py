@@ -121,7 +121,7 @@ def run_one(cfg: SparsearchConfig, run_dir: Path, *, console: Console) -> Search
                 "objectives": list(cfg.search.objectives), "model": cfg.model.kind,
                 "data": cfg.data.name, "runner": cfg.runner.kind,
                 "scheduler": cfg.search.scheduler, "min_epochs": cfg.search.min_epochs,
-                "eta": cfg.search.eta},
+                "eta": cfg.search.eta, "rung_masks": cfg.search.rung_masks},
         tags={keys.RUN_DIR: str(run_dir.resolve())})
     started = time.monotonic()
     try:

@@ -235,6 +235,10 @@ class SearchConfig:
     min_epochs: int = 1
     # Reduction factor of the scheduler: the best 1/eta at each rung go on (>= 2).
     eta: int = 3
+    # What a rung's accuracy is measured on: current (the masks the recipe has applied at
+    # that epoch; a dense-first recipe is measured dense) | final (the subnet pruned to its
+    # final masks at that point, on a copy).
+    rung_masks: str = "current"
     # Differentiable search settings (strategy=dass and dass_tpe).
     dass: DassConfig = field(default_factory=DassConfig)
 
@@ -405,6 +409,7 @@ def split_compare_entry(entry: str) -> tuple[str, str | None]:
 
 
 def _validate_scheduler(cfg: SparsearchConfig, objectives: list[tuple[str, str]]) -> None:
+    from sparsearch.evaluate import RUNG_MASKS
     from sparsearch.schedulers import RUNG_METRICS, list_schedulers
 
     s = cfg.search
@@ -413,6 +418,7 @@ def _validate_scheduler(cfg: SparsearchConfig, objectives: list[tuple[str, str]]
         raise ConfigError(f"search.eta must be an integer >= 2, got {s.eta}")
     if s.min_epochs < 1:
         raise ConfigError(f"search.min_epochs must be >= 1, got {s.min_epochs}")
+    _one_of("search.rung_masks", s.rung_masks, list(RUNG_MASKS))
     if s.scheduler == "none":
         return
     if s.min_epochs >= cfg.train.epochs:

@@ -26,6 +26,11 @@ __all__ = ["EvalContext", "TrialResult", "TrialStopped", "build_model", "evaluat
 
 # report(epoch, metrics) -> True to stop the trial there (a scheduler's decision).
 Report = Callable[[int, dict[str, float]], bool]
+# What a report's accuracy and loss are measured on (search.rung_masks).
+RUNG_MASKS = {
+    "current": "the masks the recipe has applied at that epoch",
+    "final": "the subnet pruned to its final masks at that point (a copy; see _at_target)",
+}
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,7 @@ class EvalContext:
         threads: torch threads for this trial (None: leave torch's default).
         latency_batch: measure ``latency_ms`` at this batch size with the kernels the
             exporter would choose (None: not measured; it costs a kernel search per trial).
+        rung_masks: what a report's accuracy is measured on (``RUNG_MASKS``).
     """
 
     data: DataSplits
@@ -77,6 +83,7 @@ class EvalContext:
     device: str = "cpu"
     threads: int | None = None
     latency_batch: int | None = None
+    rung_masks: str = "current"
 
 
 class TrialStopped(Exception):
@@ -166,7 +173,10 @@ def evaluate(
     After every epoch the val split is measured (``val_accuracy`` and ``val_loss`` go to
     ``log_metric`` with the epoch, counted from 1) and passed to ``report`` with the
     subnet's final density, nnz, params and flops, ``train_s`` so far and ``max_epochs``;
-    ``report`` may stop the trial there.
+    ``report`` may stop the trial there. With ``ctx.rung_masks="final"`` the accuracy and
+    loss it gets are those of the subnet pruned to its final masks at that point
+    (``val_accuracy_at_target`` in the history; the same as ``val_accuracy`` once the masks
+    are final).
 
     Returns:
         The TrialResult and the trained model (masks applied), or None when it failed or
@@ -201,6 +211,9 @@ def evaluate(
             accuracy, loss = accuracy_and_loss(model, iterate_batches(data.val, 1024))
             log("val_accuracy", accuracy, epoch)
             log("val_loss", loss, epoch)
+            if report is not None and ctx.rung_masks == "final":
+                accuracy, loss = _at_target(model, plan, data.val) or (accuracy, loss)
+                log("val_accuracy_at_target", accuracy, epoch)
             measured = {"accuracy": accuracy, "loss": loss, **shape,
                         "train_s": time.perf_counter() - started,
                         "max_epochs": float(settings.epochs)}
@@ -234,6 +247,29 @@ def evaluate(
 
         metrics["latency_ms"] = measure_latency_ms(model, data.val[0][:ctx.latency_batch])
     return TrialResult("complete", metrics), model
+
+
+def _at_target(model: nn.Module, plan: Any, val: Any) -> tuple[float, float] | None:
+    """Val accuracy and loss of ``model`` pruned now to its final masks, or None when the
+    masks applied already keep as many weights per layer as the final ones.
+
+    A recipe that trains dense first (one_shot, gradual) or ramps its sparsity is otherwise
+    ranked at a rung on a dense network's accuracy beside its final density. The copy is
+    pruned by the plan (magnitude, the spec's pattern); the trained model is not touched.
+    """
+    import copy
+
+    from sparsearch.sparsity.masking import apply_masks, current_masks
+    from sparsearch.train import accuracy_and_loss
+
+    final = plan.masks(model)
+    now = current_masks(model)
+    if all(name in now and int(now[name].sum()) == int(mask.sum())
+           for name, mask in final.items()):
+        return None
+    probe = copy.deepcopy(model)
+    apply_masks(probe, final)
+    return accuracy_and_loss(probe, iterate_batches(val, 1024))
 
 
 def accuracy_on_test(model: nn.Module, data: DataSplits) -> float:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -156,3 +158,31 @@ def test_every_recipe_reports_each_epoch_and_can_be_stopped(ctx, recipe):
     assert stopped.metrics["stopped_at_epoch"] == 2 and stopped.metrics["max_epochs"] == 4
     assert stopped.metrics["accuracy"] == seen[1][1]["accuracy"]
     assert [s for k, _, s in series if k == "val_accuracy"] == [1, 2]
+
+
+def test_rung_masks_final_measures_a_dense_first_recipe_at_its_final_masks(ctx):
+    # one_shot trains dense for 2 of its 4 epochs: with rung_masks=final the scheduler sees
+    # the accuracy of the subnet it will become (pruned to 95% now), not of a dense net
+    # beside a 5% density; from the pruning on the two are the same measurement.
+    ctx = replace(ctx, rung_masks="final")
+    spec = SubnetSpec(pattern="unstructured", sparsity=0.95, recipe="one_shot")
+    reported: list[float] = []
+    series: dict[str, dict[int, float]] = {}
+
+    def report(epoch: int, metrics: dict[str, float]) -> bool:
+        reported.append(metrics["accuracy"])
+        return False
+
+    def log(key: str, value: float, step: int) -> None:
+        series.setdefault(key, {})[step] = value
+
+    result, model = evaluate(spec, ctx, report=report, log_metric=log)
+    dense, at_target = series["val_accuracy"], series["val_accuracy_at_target"]
+    assert reported == [at_target[e] for e in (1, 2, 3, 4)]
+    assert at_target[1] < dense[1] and at_target[2] < dense[2]
+    assert at_target[3] == dense[3] and at_target[4] == dense[4]
+    # The measurement prunes a copy: training goes on exactly as without a scheduler.
+    plain, plain_model = evaluate(spec, ctx)
+    assert plain.metrics["accuracy"] == result.metrics["accuracy"]
+    for (_, a), (_, b) in zip(model.state_dict().items(), plain_model.state_dict().items()):
+        assert torch.equal(a, b)

@@ -54,6 +54,9 @@ def search_fingerprint(cfg: SparsearchConfig, *, space_path: Path, model: dict[s
         # Which trials a scheduler stops is part of what the study holds.
         strategy["scheduler"] = {"name": cfg.search.scheduler, "eta": cfg.search.eta,
                                  "min_epochs": cfg.search.min_epochs}
+        if cfg.search.rung_masks != "current":
+            # Only when set, so run dirs made before the key existed still resume.
+            strategy["scheduler"]["rung_masks"] = cfg.search.rung_masks
     return {
         # Only the content counts: the same file reached by another path is the same space.
         "space": {"sha256": hashlib.sha256(space_path.read_bytes()).hexdigest()},

@@ -150,6 +150,7 @@ def prepare_search(cfg: SparsearchConfig, run_dir: Path) -> SearchSetup:
         train={"epochs": t.epochs, "lr": t.lr, "weight_decay": t.weight_decay,
                "optimizer": t.optimizer, "batch_size": t.batch_size},
         seed=cfg.seed, device=t.device, threads=t.threads,
+        rung_masks=cfg.search.rung_masks,
         latency_batch=(cfg.search.latency_batch_size
                        if "latency_ms" in {m for m, _ in objectives} else None),
     )

@@ -23,6 +23,8 @@ def _with(**search) -> SparsearchConfig:
     ({"scheduler": "hyperband", "objectives": ["density:min", "flops:min"]},
      "search.objectives must include accuracy or loss"),
     ({"scheduler": "asha", "strategy": "dass"}, "search.scheduler must be none for"),
+    ({"scheduler": "asha", "rung_masks": "dense"},
+     "search.rung_masks must be one of ['current', 'final']"),
     ({"compare": ["random", "random_median"]}, "search.compare item must be one of"),
 ])
 def test_bad_scheduler_settings_name_the_field(search, message):
