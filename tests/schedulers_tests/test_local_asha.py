@@ -8,6 +8,7 @@ import json
 import pytest
 from mlflow import MlflowClient
 
+from sparsearch.search.study import trial_key
 from tests.runners_tests.conftest import run_cli_watched, search_args, search_runs, study_trials
 
 pytestmark = pytest.mark.slow
@@ -82,3 +83,22 @@ def test_compare_runs_an_entry_with_its_scheduler(tmp_path):
     assert [t.params for t in early] == [t.params for t in plain]
     assert any(t.state.name == "PRUNED" for t in early)
     assert "random_asha" in out and "epochs saved" in out
+
+
+def test_rung_masks_final_ranks_what_the_history_records_at_target(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = [*search_args(tmp_path, n_trials=4, epochs=3), *ASHA, "search.rung_masks=final"]
+    code, out = run_cli_watched(args, cwd=tmp_path)
+    assert code == 0, out[-3000:]
+    client = MlflowClient(tracking_uri=uri)
+    _, children = search_runs(uri)
+    by_key = {int(c.data.tags["sparsearch.trial_key"]): c.info.run_id for c in children}
+    for t in study_trials(tmp_path / "run"):
+        at_target = {m.step: m.value for m in client.get_metric_history(
+            by_key[trial_key(t)], "val_accuracy_at_target")}
+        # The rung ranked accuracy (the first objective) as measured at the final masks.
+        assert t.user_attrs["sparsearch.rungs"]["1"]["values"][0] == pytest.approx(at_target[1])
+    # Another rung measure is another search: the same run dir refuses it.
+    code, out = run_cli_watched([*args[:-1], "search.rung_masks=current"], cwd=tmp_path,
+                                log_name="second.log")
+    assert code == 2 and "rung_masks" in out, out[-2000:]
