@@ -448,3 +448,42 @@ params:
         DassConfig(supernet="cell", keep=0.0)
     with pytest.raises(ConfigError, match="use it with search.dass.supernet=cell"):
         DassConfig(supernet="space", keep=0.5)
+
+
+def test_retraining_goes_on_over_finer_grids_without_training_anything_twice(tmp_path):
+    # A DASS search that has swept everything spends the rest of its budget retraining its
+    # front: first over search.dass.levels points of each range, then over grids twice as
+    # fine, which hold the coarser points exactly (so none is proposed again), and it ends
+    # only after the finest.
+    import json
+
+    from sparsearch.search.dass.retrain import retrain_levels
+    from sparsearch.search.dass.run import _digest, next_retrain
+    from sparsearch.search.setup import prepare_search
+    from sparsearch.search.trial import trial_dir
+    from tests.test_bad_input import compose
+
+    space = tmp_path / "space.yaml"
+    space.write_text("params:\n  sparsity: {float: [0.5, 0.9]}\n  recipe: {fixed: one_shot}\n"
+                     "  lr: {float: [1.0e-3, 1.0e-1], log: true}\n")
+    cfg = validate(compose([f"space={space}", "model.hidden=[16]", "search.strategy=dass",
+                            "search.dass.levels=2"]))
+    setup = prepare_search(cfg, tmp_path / "run")
+    folder = trial_dir(setup.run_dir, 0)
+    folder.mkdir(parents=True)
+    (folder / "spec.json").write_text(SubnetSpec(pattern="unstructured", sparsity=0.5,
+                                                 recipe="one_shot",
+                                                 hparams={"lr": 0.01}).to_json())
+    points = [SweepPoint(lam=0.0, key=0, digest=json.dumps("swept"), cost=0.5, accuracy=0.9)]
+    lrs = []
+    while (retrain := next_retrain(setup, points)) is not None:
+        source, outcome = retrain
+        assert source.key == 0 and outcome.spec is not None
+        lrs.append(outcome.spec.hparams["lr"])
+        points.append(SweepPoint(lam=0.0, key=len(points), digest=_digest(outcome), cost=0.5,
+                                 accuracy=0.8, retrain_of=0))
+        assert len(lrs) <= 100, "retraining does not end"
+    finest = retrain_levels(2)[-1]
+    assert len(lrs) == len(set(lrs)) == finest == 17
+    assert lrs[:2] == pytest.approx([1e-3, 1e-1]) and lrs[2] == pytest.approx(1e-2)
+    assert sorted(lrs) == pytest.approx([1e-3 * 100 ** (i / 16) for i in range(17)])

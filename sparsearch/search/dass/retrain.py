@@ -7,7 +7,8 @@ derived subnets train with one value each (``plan.fixed_values``). Once new lamb
 finer rounds add no new subnet, the remaining budget trains the DASS front again under the
 other values of those dimensions (choices, and continuous ranges discretised to
 ``search.dass.levels`` points), sparsest subnet first, one variant per front subnet in
-turn. The random baseline (Farahani, arXiv 2403.08265) explores the same dimensions by
+turn; when those are spent, on grids twice as fine (``retrain_levels``), so a long budget
+is spent too. The random baseline (Farahani, arXiv 2403.08265) explores the same dimensions by
 sampling; here they are enumerated on the architectures DASS found.
 """
 
@@ -22,7 +23,19 @@ from sparsearch.search.dass.sweep import SweepPoint
 from sparsearch.space import HPARAMS, SearchSpace
 from sparsearch.spec import SubnetSpec
 
-__all__ = ["dass_front", "training_variants", "variant_spec"]
+__all__ = ["RETRAIN_PASSES", "dass_front", "retrain_levels", "training_variants",
+           "variant_spec"]
+
+RETRAIN_PASSES = 4  # after the first grid, this many grids, each twice as fine
+
+
+def retrain_levels(levels: int) -> list[int]:
+    """Points per range of each retraining grid: ``levels``, then ``2 * (levels - 1) + 1``
+    and so on, so each grid holds every point of the one before (the same floats: the
+    fractions ``i / (n - 1)`` agree exactly), between them the new ones."""
+    if levels < 2:
+        return [levels]
+    return [(levels - 1) * 2 ** p + 1 for p in range(RETRAIN_PASSES + 1)]
 
 
 def training_variants(space: SearchSpace, fixed: dict[str, Any], *,

@@ -39,7 +39,12 @@ from sparsearch.search.dass.budget import plan_budget
 from sparsearch.search.dass.inherit import inherited_spec
 from sparsearch.search.dass.job import LambdaOutcome, build_supernet
 from sparsearch.search.dass.plan import SupernetPlan, fixed_values, plan_supernet
-from sparsearch.search.dass.retrain import dass_front, training_variants, variant_spec
+from sparsearch.search.dass.retrain import (
+    dass_front,
+    retrain_levels,
+    training_variants,
+    variant_spec,
+)
 from sparsearch.search.dass.sweep import SweepPoint, next_step
 from sparsearch.search.dass.units import LambdaUnit, WarmUpUnit
 from sparsearch.search.setup import SearchSetup
@@ -210,12 +215,18 @@ def record_trained(setup: SearchSetup, study: optuna.Study, outcome: LambdaOutco
 
 def next_retrain(setup: SearchSetup,
                  points: list[SweepPoint]) -> tuple[SweepPoint, LambdaOutcome] | None:
-    """The next front subnet to train under other training values, or None when done."""
+    """The next front subnet to train under other training values, or None when done.
+
+    The values come from ``training_variants`` at ``search.dass.levels`` points per range,
+    then at grids twice as fine (``retrain_levels``: each holds the coarser one's points
+    exactly, so nothing is trained twice), so a search with budget left keeps spending it.
+    """
     dass = setup.cfg.search.dass
     fixed = fixed_values(setup.space, dict(dass.fixed))
-    variants = training_variants(setup.space, fixed, levels=dass.levels)
     front = dass_front(points)
     seen = {p.digest for p in points}
+    variants = [v for levels in retrain_levels(dass.levels)
+                for v in training_variants(setup.space, fixed, levels=levels)]
     for variant in variants:
         for source in front:
             folder = trial_dir(setup.run_dir, source.key)
