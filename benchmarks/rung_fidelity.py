@@ -13,9 +13,10 @@ the recipe shares of that cut.
 
 ``--pool FILE ...`` replays such runs instead: one worker's ASHA (each measurement) and
 random search at equal *epoch* budgets over shuffles of the pool, scored by the test
-hypervolume of the val front. It leaves out what a trial costs besides its epochs (model
-build, MLflow run, Optuna; about 0.1 s per trial on MNIST-1D), which a real run pays once
-per trial, stopped or not.
+hypervolume of the val front. ``--trial-cost`` charges what a trial costs besides its epochs
+(model build, MLflow run, Optuna: about 0.11 s per trial against 0.15 s per epoch on
+MNIST-1D, from a profile of a local ASHA search), which a real run pays once per trial,
+stopped or not.
 
     python benchmarks/rung_fidelity.py [--task mnist1d] [--trials 80] [--seed 0]
         [--epochs 9] [--rungs 1 3] [--out outputs/bench/rung_fidelity_<task>.json]
@@ -125,20 +126,21 @@ def _at(series: dict[Any, float], epoch: int) -> float:
     return series[str(epoch)] if str(epoch) in series else series[epoch]
 
 
-def replay_asha(trials: list[dict[str, Any]], order: list[int], metric: str, budget: int, *,
-                rungs: list[int], max_epochs: int, eta: int) -> list[int]:
+def replay_asha(trials: list[dict[str, Any]], order: list[int], metric: str, budget: float, *,
+                rungs: list[int], max_epochs: int, eta: int, trial_cost: float) -> list[int]:
     """The trials one worker completes within ``budget`` epochs under ASHA, in ``order``.
 
     The local runner's ASHA with the pool's recorded series: each trial runs to its next
     rung, is ranked there against the trials that reached it before (``survives``), and
-    stops or goes on; the next trial starts when it ends.
+    stops or goes on; the next trial starts when it ends, ``trial_cost`` epochs later.
     """
     from sparsearch.schedulers import survives
 
     records: dict[int, dict[int, tuple[float, float]]] = {r: {} for r in rungs}
-    spent, done = 0, []
+    spent, done = 0.0, []
     for i in order:
         epoch = 0
+        spent += trial_cost
         for rung in [*rungs, max_epochs]:
             if spent + rung - epoch > budget:
                 return done
@@ -153,9 +155,10 @@ def replay_asha(trials: list[dict[str, Any]], order: list[int], metric: str, bud
 
 
 def replay(trials: list[dict[str, Any]], *, budgets: list[int], epochs: int, min_epochs: int,
-           eta: int, orders: int) -> dict[str, Any]:
+           eta: int, orders: int, trial_cost: float = 0.0) -> dict[str, Any]:
     """Test hypervolume of the val front of random and of ASHA (each rung measure) at equal
-    epoch budgets (``budgets`` in full trials' worth), over ``orders`` shuffles of the pool."""
+    epoch budgets (``budgets`` in full trials' worth), over ``orders`` shuffles of the pool;
+    every trial started costs ``trial_cost`` epochs more (its fixed cost)."""
     import random
 
     from sparsearch.pareto import hypervolume, pareto_front
@@ -169,23 +172,24 @@ def replay(trials: list[dict[str, Any]], *, budgets: list[int], epochs: int, min
 
     rungs = rung_epochs(first=min_epochs, max_epochs=epochs, eta=eta)
     methods = ["random", *(f"asha, {label}" for label in MEASURES)]
-    out: dict[str, Any] = {"rungs": rungs, "budgets": {}}
+    out: dict[str, Any] = {"rungs": rungs, "trial_cost": trial_cost, "budgets": {}}
     for budget in budgets:
         hvs: dict[str, list[float]] = {m: [] for m in methods}
         for k in range(orders):
             order = random.Random(k).sample(range(len(trials)), len(trials))
-            hvs["random"].append(test_hv(order[:budget]))
+            hvs["random"].append(test_hv(order[:int(budget * epochs / (epochs + trial_cost))]))
             for label, metric in MEASURES.items():
                 hvs[f"asha, {label}"].append(test_hv(replay_asha(
                     trials, order, metric, budget * epochs, rungs=rungs, max_epochs=epochs,
-                    eta=eta)))
+                    eta=eta, trial_cost=trial_cost)))
         out["budgets"][str(budget)] = {m: {"mean": statistics.mean(v), "per_order": v}
                                        for m, v in hvs.items()}
     return out
 
 
 def print_replay(name: str, result: dict[str, Any]) -> None:
-    print(f"{name}: one worker, rungs {result['rungs']}; test hypervolume of the val front at "
+    print(f"{name}: one worker, rungs {result['rungs']}, {result['trial_cost']} epochs' fixed "
+          f"cost per trial; test hypervolume of the val front at "
           "equal epoch budgets (in full trials' worth), mean over shuffles of the pool, and "
           "ASHA minus random [2.5%, 97.5%] over the shuffles")
     for budget, row in result["budgets"].items():
@@ -213,6 +217,9 @@ def main() -> None:
     parser.add_argument("--budgets", type=int, nargs="+", default=[10, 25, 50],
                         help="replay budgets, in full trials' worth of epochs")
     parser.add_argument("--orders", type=int, default=20)
+    parser.add_argument("--trial-cost", type=float, default=0.0,
+                        help="replay: each trial's fixed cost in epochs (model build, MLflow "
+                             "run, Optuna; about 0.75 on MNIST-1D, from a profile)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -220,9 +227,10 @@ def main() -> None:
         for path in args.pool:
             pool = json.loads(path.read_text())
             result = replay(pool["per_trial"], budgets=args.budgets, epochs=pool["epochs"],
-                            min_epochs=args.rungs[0], eta=3, orders=args.orders)
+                            min_epochs=args.rungs[0], eta=3, orders=args.orders,
+                            trial_cost=args.trial_cost)
             print_replay(f"{path.name} ({len(pool['per_trial'])} trials)", result)
-            pool["replay"] = result
+            pool.setdefault("replays", []).append(result)
             path.write_text(json.dumps(pool, indent=1))
         return
     load = os.getloadavg()
