@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sparsearch import mlflow_keys as keys
 from sparsearch.search.dass.budget import plan_budget
@@ -223,19 +223,25 @@ def next_retrain(setup: SearchSetup,
     """
     dass = setup.cfg.search.dass
     fixed = fixed_values(setup.space, dict(dass.fixed))
-    front = dass_front(points)
     seen = {p.digest for p in points}
-    variants = [v for levels in retrain_levels(dass.levels)
-                for v in training_variants(setup.space, fixed, levels=levels)]
-    for variant in variants:
-        for source in front:
-            folder = trial_dir(setup.run_dir, source.key)
-            spec = variant_spec(SubnetSpec.from_dict(json.loads(
-                (folder / "spec.json").read_text())), variant, fixed)
-            model = (json.loads((folder / "model.json").read_text())
-                     if (folder / "model.json").exists() else None)
-            outcome = LambdaOutcome(lam=source.lam, key=-1, status="derived", spec=spec,
-                                    model=model, cost=source.cost,
+    # Each front subnet's files are read once per call, not once per variant.
+    sources = []
+    for source in dass_front(points):
+        folder = trial_dir(setup.run_dir, source.key)
+        model = (json.loads((folder / "model.json").read_text())
+                 if (folder / "model.json").exists() else None)
+        sources.append((source, SubnetSpec.from_dict(json.loads(
+            (folder / "spec.json").read_text())), model))
+    # A finer grid repeats the coarser one's points: each variant is tried once.
+    variants: dict[str, dict[str, Any]] = {}
+    for levels in retrain_levels(dass.levels):
+        for v in training_variants(setup.space, fixed, levels=levels):
+            variants.setdefault(json.dumps(v, sort_keys=True, default=str), v)
+    for variant in variants.values():
+        for source, base, model in sources:
+            outcome = LambdaOutcome(lam=source.lam, key=-1, status="derived",
+                                    spec=variant_spec(base, variant, fixed), model=model,
+                                    cost=source.cost,
                                     snapshot={"lambda": source.lam, "retrain_of": source.key,
                                               "training": variant})
             if _digest(outcome) not in seen:
