@@ -120,14 +120,13 @@ def run_wave(run_dir: Path, wave: list[str], *, ok: tuple[int, ...] = (0,)) -> d
 def measure(run_dir: Path, method: str, budgets: list[float], *,
             rung: int, rung_pairs: bool = True) -> dict[str, Any]:
     """Test hypervolume of the val front by each budget; epochs saved; (rung, final) pairs."""
-    import optuna
     from mlflow import MlflowClient
     from optuna.trial import TrialState
 
     from sparsearch.evaluate import accuracy_on_test
     from sparsearch.pareto import hypervolume, pareto_front
     from sparsearch.search.setup import prepare_search
-    from sparsearch.search.study import trial_key
+    from sparsearch.search.study import load_run_study, trial_key
     from sparsearch.search.trial import load_trial_model
 
     client = MlflowClient(tracking_uri=_tracking(run_dir, method).partition("=")[2])
@@ -136,7 +135,7 @@ def measure(run_dir: Path, method: str, budgets: list[float], *,
         [exp.experiment_id], filter_string="tags.`sparsearch.role` = 'search'")
         if r.data.tags.get("sparsearch.run_dir") == str((run_dir / method).resolve()))
     t0 = parent.info.start_time / 1000.0
-    study = optuna.load_study(study_name=NAME, storage=f"sqlite:///{run_dir / method / 'optuna.db'}")
+    study = load_run_study(run_dir / method, NAME)
     done = sorted((t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE),
                   key=lambda t: t.datetime_complete)
     setup = prepare_search(method_config(run_dir, method), run_dir / method)

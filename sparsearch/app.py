@@ -94,7 +94,7 @@ def run_one(cfg: SparsearchConfig, run_dir: Path, *, console: Console) -> Search
     from sparsearch.search.report import dense_baseline, finalize_search
     from sparsearch.search.setup import config_dict, prepare_search
     from sparsearch.search.strategies import STRATEGIES
-    from sparsearch.search.study import budget_used, open_study, recover_stale
+    from sparsearch.search.study import budget_used, open_study, recover_stale, study_file
     from sparsearch.space import resolve_space
     from sparsearch.terminal import quiet_library_loggers
     from sparsearch.tracking import Tracker
@@ -175,8 +175,10 @@ def run_one(cfg: SparsearchConfig, run_dir: Path, *, console: Console) -> Search
     report.search_s = search_s
     tracker.log_metrics(parent, {"search_wall_s": report.wall_s, "search_trials_s": search_s})
     tracker.end_run(parent, "FINISHED")
-    report.paths.update({"run dir": str(run_dir), "optuna": str(run_dir / "optuna.db"),
-                         "mlflow": cfg.tracking.uri})
+    report.paths["run dir"] = str(run_dir)
+    if cfg.search.storage is None:  # a storage URL may hold a password: not printed
+        report.paths["optuna"] = str(study_file(run_dir))
+    report.paths["mlflow"] = cfg.tracking.uri
     print_report(report, setup, console)
     return report
 

@@ -67,7 +67,8 @@ def test_search_end_to_end_then_resume(tmp_path):
     assert report["test_hypervolume"] == pytest.approx(expected)
     assert parent.data.metrics["test_hypervolume"] == pytest.approx(expected)
     assert f"on the test split {expected:.4f}" in first.stdout
-    assert (tmp_path / "run" / "optuna.db").exists()
+    assert (tmp_path / "run" / "optuna.journal").exists()
+    assert not (tmp_path / "run" / "optuna.db").exists()
     assert (tmp_path / "run" / "trials" / "00000" / "weights.safetensors").exists()
     # Every Pareto subnet is exported and registered under an alias per rank.
     index = json.loads((tmp_path / "run" / "exports" / "index.json").read_text())

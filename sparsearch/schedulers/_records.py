@@ -57,14 +57,18 @@ def _running_trial_id(study: Any, key: int) -> int:
     raise KeyError(f"no running trial with key {key}")
 
 
+def _rungs(study: Any, trial_id: int) -> dict[str, dict[str, Any]]:
+    return dict(study._storage.get_trial(trial_id).user_attrs.get(RUNGS_ATTR, {}))
+
+
 def rungs_of(study: Any, key: int) -> dict[str, dict[str, Any]]:
     """The rung records of the running trial ``key`` (epoch -> values, survived)."""
-    trial_id = _running_trial_id(study, key)
-    return dict(study._storage.get_trial(trial_id).user_attrs.get(RUNGS_ATTR, {}))
+    return _rungs(study, _running_trial_id(study, key))
 
 
 def save_rung(study: Any, key: int, record: RungRecord) -> None:
     """Adds ``record`` to the rung records of the running trial ``key``."""
-    rungs = rungs_of(study, key)
+    trial_id = _running_trial_id(study, key)  # once: it lists the running trials
+    rungs = _rungs(study, trial_id)
     rungs[str(record.epoch)] = {"values": list(record.values), "survived": record.survived}
-    study._storage.set_trial_user_attr(_running_trial_id(study, key), RUNGS_ATTR, rungs)
+    study._storage.set_trial_user_attr(trial_id, RUNGS_ATTR, rungs)

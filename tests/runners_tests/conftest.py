@@ -201,23 +201,24 @@ def ray_cluster():
 
 def study_trials(run_dir: Path, name: str = "tiny") -> list:
     """The Optuna trials of a search's study (in its run dir)."""
-    import optuna
+    from sparsearch.search.study import load_run_study
 
-    study = optuna.load_study(study_name=name, storage=f"sqlite:///{run_dir / 'optuna.db'}")
-    return study.get_trials(deepcopy=False)
+    return load_run_study(run_dir, name).get_trials(deepcopy=False)
 
 
-def count_complete(run_dir: Path) -> int:
-    """COMPLETE trials in a running search's study, read without Optuna (cheap to poll)."""
-    db = run_dir / "optuna.db"
-    if not db.exists():
+def count_complete(run_dir: Path, name: str = "tiny") -> int:
+    """COMPLETE trials in a running search's study (its journal is read, never written)."""
+    from optuna.trial import TrialState
+
+    from sparsearch.search.study import load_run_study
+
+    if not (run_dir / "optuna.journal").exists():
         return 0
     try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
-            return conn.execute("SELECT COUNT(*) FROM trials WHERE state = 'COMPLETE'"
-                                ).fetchone()[0]
-    except sqlite3.OperationalError:
+        study = load_run_study(run_dir, name)
+    except KeyError:  # the search has not created its study yet
         return 0
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
 
 
 def mlflow_trial_run_exists(tmp: Path, key: int) -> bool:

@@ -10,10 +10,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import optuna
 import pytest
 from mlflow import MlflowClient
 from PIL import Image
+
+from sparsearch.search.study import load_run_study
 
 pytestmark = pytest.mark.slow
 
@@ -72,8 +73,7 @@ def test_dass_end_to_end_then_resume_without_redoing_lambdas(tmp_path):
     assert len(parents) == 1 and len(children) == 2
     assert sorted(c.data.params["dass.lambda"] for c in children) == ["0.0", "16.0"]
     assert weights.stat().st_mtime_ns == stamp
-    study = optuna.load_study(study_name="tinydass",
-                              storage=f"sqlite:///{tmp_path / 'run' / 'optuna.db'}")
+    study = load_run_study(tmp_path / "run", "tinydass")
     lambdas = sorted(t.user_attrs["sparsearch.dass.lambda"] for t in study.trials)
     assert lambdas == [0.0, 16.0]
     front = json.loads((tmp_path / "run" / "pareto.json").read_text())["front"]

@@ -10,11 +10,11 @@ import sys
 import time
 from pathlib import Path
 
-import optuna
 import pytest
 
 from sparsearch.config import ConfigError, DassConfig, validate
 from sparsearch.search.dass.target import closest_point, lambda_for_target
+from sparsearch.search.study import load_run_study
 from tests.conftest import run_cli
 from tests.search_tests.test_dass_cli import records
 from tests.test_bad_input import compose
@@ -95,8 +95,7 @@ def test_dass_tpe_tells_tpe_each_subnet_then_resumes(tmp_path):
     first = run_cli(tpe_args(tmp_path, n_trials=3), cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "(dass_tpe, 3 complete" in first.stdout
-    storage = f"sqlite:///{tmp_path / 'run' / 'optuna.db'}"
-    study = optuna.load_study(study_name="tinytpe", storage=storage)
+    study = load_run_study(tmp_path / "run", "tinytpe")
     pairs = study.user_attrs["sparsearch.dass_tpe.searched"]
     trials = study.trials
     assert [t.state.name for t in trials] == ["COMPLETE"] * 3
@@ -123,7 +122,7 @@ def test_dass_tpe_tells_tpe_each_subnet_then_resumes(tmp_path):
     assert second.returncode == 0, second.stderr[-3000:]
     log = next((tmp_path / "run").glob("*.log")).read_text()
     assert "dass_tpe: the dense warm-up came from dass/warmup.pt" in log
-    study = optuna.load_study(study_name="tinytpe", storage=storage)
+    study = load_run_study(tmp_path / "run", "tinytpe")
     assert [t.state.name for t in study.trials] == ["COMPLETE"] * 4
     assert weights.stat().st_mtime_ns == stamp
     _, parents, children = records(f"sqlite:///{tmp_path / 'mlflow.db'}", "tinytpe")
@@ -149,8 +148,7 @@ def test_a_killed_trial_trains_the_same_subnet_in_the_same_run_on_resume(tmp_pat
         killed.wait()
     resumed = run_cli(args, cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    study = optuna.load_study(study_name="tinytpe",
-                              storage=f"sqlite:///{tmp_path / 'run' / 'optuna.db'}")
+    study = load_run_study(tmp_path / "run", "tinytpe")
     counted = [t for t in study.trials if not t.user_attrs.get("sparsearch.stale")]
     assert [t.state.name for t in counted] == ["COMPLETE"] * 2
     [stale] = [t for t in study.trials if t.user_attrs.get("sparsearch.stale")]
@@ -173,8 +171,7 @@ def test_dass_tpe_that_trains_nothing_exits_3(tmp_path):
     assert out.returncode == 3, out.stderr[-3000:]
     assert out.stderr.strip().splitlines()[-1].startswith(
         "warning: dass_tpe completed no subnet within the budget")
-    study = optuna.load_study(study_name="tinytpe",
-                              storage=f"sqlite:///{tmp_path / 'run' / 'optuna.db'}")
+    study = load_run_study(tmp_path / "run", "tinytpe")
     # the trial that never trained is failed, not left running, and not counted
     assert all(t.state.name == "FAIL" and t.user_attrs["sparsearch.stale"]
                for t in study.trials)
