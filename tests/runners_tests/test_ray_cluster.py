@@ -85,11 +85,11 @@ def _kill_worker(pid_file: Path, tmp: Path, command) -> int:
 
 def test_killed_workers_are_retried_then_failed_with_a_reason(ray_cluster, tmp_path):
     # runner.max_failures=1: trial A's worker is killed twice (the retry, then the failure),
-    # trial B's once (the retry completes it); the search goes on to its 4 trials.
+    # trial B's once (the retry completes it): one complete, one failed, exit 0.
     # Trials of tens of seconds even on idle cores, so each is still training when it is
     # killed (25 epochs of a 256-wide MLP were over before the second kill under load).
     command = start_cli(
-        [*search_args(tmp_path, n_trials=4, epochs=120, hidden="[512,512]"), "runner=ray",
+        [*search_args(tmp_path, n_trials=2, epochs=120, hidden="[512,512]"), "runner=ray",
          f"runner.address={ray_cluster.address}", "runner.max_failures=1"],
         cwd=tmp_path, env={"SPARSEARCH_RAY_PID_FILES": "1"})
     trials_dir = tmp_path / "run" / "trials"
@@ -105,19 +105,19 @@ def test_killed_workers_are_retried_then_failed_with_a_reason(ray_cluster, tmp_p
     _kill_worker(file_a, tmp_path, command)
     code = command.wait()
     assert code == 0, command.output()[-3000:]
-    assert "Pareto-optimal subnets of tiny (random, 3 complete, 1 failed)" in command.output()
+    assert "Pareto-optimal subnets of tiny (random, 1 complete, 1 failed)" in command.output()
 
     assert _pid(file_b) != first_b, f"trial {key_b} did not run again"
     trials = {t.number: t for t in study_trials(tmp_path / "run")}
-    assert sorted(trials) == [0, 1, 2, 3]
+    assert sorted(trials) == [0, 1]
     assert trials[key_b].state.name == "COMPLETE"
     assert trials[key_a].state.name == "FAIL"
     assert "worker died 2 time(s)" in trials[key_a].user_attrs["sparsearch.fail_reason"]
     runs = _children_by_key(tmp_path)
-    assert sorted(runs) == [0, 1, 2, 3]
+    assert sorted(runs) == [0, 1]
     assert runs[key_a].info.status == "FAILED"
     assert "worker died" in runs[key_a].data.tags["sparsearch.fail_reason"]
-    assert all(runs[k].info.status == "FINISHED" for k in runs if k != key_a)
+    assert runs[key_b].info.status == "FINISHED"
 
 
 def test_a_killed_driver_resumes_without_rerunning_or_duplicating(ray_cluster, tmp_path):
