@@ -5,11 +5,13 @@ command with the same ``hydra.run.dir`` reopens it, counts what is finished, and
 only the rest. The file is Optuna's journal (``optuna.journal``): an append-only log,
 written whole lines at a time under a lock and synced; a line torn by a crash mid-write
 (a power loss) is cut off when the search reopens the file, so the next line cannot be
-glued to it. It replaced a SQLite file
-(``optuna.db``) because each SQLite write went through SQLAlchemy: about 40 ms of
-ask/suggest/tell per trial against 5 ms, paid inside the wall-clock budget, which made
-early stopping's many short trials dear. A run dir that holds an ``optuna.db`` (an older
-search) keeps it, so it still resumes. Trials left RUNNING by a killed process are marked failed (tagged
+glued to it. It replaced a SQLite file (``optuna.db``), where every write went through
+SQLAlchemy: a trial's ask, suggests, attributes and tell cost about ten times as much
+(``benchmarks/study_storage.py``), paid inside the wall-clock budget, which made early
+stopping's many short trials dear. A run dir that holds an ``optuna.db`` (an older search)
+keeps it, so it still resumes.
+
+Trials left RUNNING by a killed process are marked failed (tagged
 stale, so they do not count against the budget) and enqueued again with the same
 parameters and the same trial key, so their MLflow run is reused.
 """
@@ -72,9 +74,12 @@ def _cut_torn_line(path: Path) -> None:
 
 
 def load_run_study(run_dir: Path, name: str, storage: str | None = None) -> optuna.Study:
-    """The study a search left in ``run_dir`` (for reports, benchmarks and tests)."""
+    """The study a search left in ``run_dir`` (for reports, benchmarks and tests); reading
+    creates nothing: FileNotFoundError when the run dir has no study file yet."""
     import optuna
 
+    if storage is None and not study_file(run_dir).exists():
+        raise FileNotFoundError(f"no Optuna study in {run_dir}")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     return optuna.load_study(study_name=name, storage=study_storage(storage, run_dir))
 

@@ -212,11 +212,9 @@ def count_complete(run_dir: Path, name: str = "tiny") -> int:
 
     from sparsearch.search.study import load_run_study
 
-    if not (run_dir / "optuna.journal").exists():
-        return 0
     try:
         study = load_run_study(run_dir, name)
-    except KeyError:  # the search has not created its study yet
+    except (FileNotFoundError, KeyError):  # the search has not created its study yet
         return 0
     return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
 

@@ -4,6 +4,7 @@ an older run dir's SQLite study kept so it resumes."""
 from __future__ import annotations
 
 import optuna
+import pytest
 from optuna.trial import TrialState
 
 from sparsearch.search.study import load_run_study, open_study, recover_stale
@@ -22,6 +23,9 @@ def _finish(study, n):
 
 
 def test_a_new_run_dir_keeps_its_study_in_a_journal_that_another_process_reads(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        load_run_study(tmp_path, "s")
+    assert list(tmp_path.iterdir()) == []  # reading created nothing
     study = _open(tmp_path)
     _finish(study, 3)
     assert (tmp_path / "optuna.journal").exists() and not (tmp_path / "optuna.db").exists()
