@@ -57,7 +57,9 @@ DASS = ["search.dass.supernet=space", "search.dass.levels=6",
         "search.dass.finetune_epochs=1", "search.dass.batch_size=256",
         "search.dass.alpha_lr=0.1", "search.dass.derive=argmax", "search.dass.inherit=none"]
 # Ablations of DASS's settings, run like dass with these overrides in place of its own.
-DASS_VARIANTS = {"dass_weights": ["search.dass.inherit=weights"]}
+DASS_VARIANTS = {"dass_weights": ["search.dass.inherit=weights"],
+                 # the ablation of the training-value probe (search.dass.probe)
+                 "dass_noprobe": ["search.dass.probe=false"]}
 
 
 def dass_overrides(method: str, dass: list[str]) -> list[str]:

@@ -138,6 +138,10 @@ class DassConfig:
     # Values of the space's non-architecture parameters (recipe, lr, knobs) for the derived
     # subnets; unset ones take the first choice or the middle of the range.
     fixed: dict[str, Any] = field(default_factory=dict)
+    # Train the first derived subnet again under the space's other training values (lr,
+    # hparams, recipe; one dimension at a time, ranges at `levels` points) before the sweep
+    # goes on; the later subnets train with the best (search/dass/probe.py).
+    probe: bool = True
     # Keep adding lambdas (between neighbours whose subnets differ, beyond the largest)
     # while budget is left after the listed ones.
     refine: bool = True

@@ -12,6 +12,7 @@ __all__ = [
     "DASS_LAMBDA",
     "DASS_POINT",
     "DASS_SWEEP",
+    "DASS_TRAINING",
     "DASS_TPE_SEARCHED",
     "DASS_TPE_SOURCE",
     "EXPERIMENT_KIND",
@@ -64,5 +65,6 @@ RUNGS = "sparsearch.rungs"  # trial: its scheduler rung decisions, epoch -> valu
 DASS_LAMBDA = "sparsearch.dass.lambda"  # trial: the lambda a DASS subnet was derived at
 DASS_POINT = "sparsearch.dass.point"  # trial: its DASS sweep point
 DASS_SWEEP = "sparsearch.dass.sweep"  # study: every DASS sweep point, duplicates included
+DASS_TRAINING = "sparsearch.dass.training"  # study, parent run: the probe's training values
 DASS_TPE_SEARCHED = "sparsearch.dass_tpe.searched"  # study: dass_tpe's [lambda, cost] pairs
 DASS_TPE_SOURCE = "sparsearch.dass_tpe.source"  # trial: [lambda, search key] of its subnet

@@ -85,6 +85,7 @@ def test_dass_lambdas_are_searched_as_parallel_ray_tasks(ray_cluster, tmp_path):
 
     setup, tracker, study, reported = run_dass_on_the_cluster([
         "search.n_trials=2", "search.dass.lambdas=[0.0,20.0]", "search.dass.refine=false",
+        "search.dass.probe=false",
         "search.dass.warmup_epochs=1", "search.dass.search_epochs=2",
         "search.dass.finetune_epochs=1"], tmp_path, ray_cluster.address)
     assert not ray.is_initialized(), "the runner left its connection open"
@@ -118,6 +119,7 @@ def test_dass_lambdas_are_searched_as_parallel_ray_tasks(ray_cluster, tmp_path):
     first = {p.key for p in points}
     setup, tracker, study, reported = run_dass_on_the_cluster([
         "search.n_trials=3", "search.dass.lambdas=[0.0,20.0,5.0]", "search.dass.refine=false",
+        "search.dass.probe=false",
         "search.dass.warmup_epochs=1", "search.dass.search_epochs=2",
         "search.dass.finetune_epochs=1"], tmp_path, ray_cluster.address)
     assert cache.stat().st_mtime_ns == written
@@ -138,7 +140,8 @@ def test_dass_under_ray_retrains_the_front_once_the_sweep_is_complete(ray_cluste
     setup, tracker, study, reported = run_dass_on_the_cluster([
         f"space={space}", "search.n_trials=3", "search.dass.lambdas=[0.0]",
         "search.dass.levels=2", "search.dass.warmup_epochs=1", "search.dass.search_epochs=1",
-        "search.dass.finetune_epochs=0"], tmp_path, ray_cluster.address)
+        "search.dass.finetune_epochs=0", "search.dass.probe=false"], tmp_path,
+        ray_cluster.address)
 
     points = sweep_points(study)
     retrains = [p for p in points if p.retrain_of is not None]

@@ -25,13 +25,13 @@ def run_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=600, env=env)
 
 
-def dass_args(tmp: Path, *, n_trials: int) -> list[str]:
+def dass_args(tmp: Path, *, n_trials: int, probe: bool = False) -> list[str]:
     return [f"hydra.run.dir={tmp / 'run'}", f"tracking.uri=sqlite:///{tmp / 'mlflow.db'}",
             "name=tinydass", "search=dass", "export.enabled=false", "model.hidden=[32,32]",
             "train.epochs=2", "train.threads=1", f"search.n_trials={n_trials}",
             "search.dass.lambdas=[16.0,0.0]", "search.dass.levels=3", "search.dass.warmup_epochs=1", "search.dass.search_epochs=1",
             "search.dass.finetune_epochs=1", "search.dass.batch_size=256",
-            "search.dass.alpha_lr=0.1"]
+            "search.dass.alpha_lr=0.1", f"search.dass.probe={str(probe).lower()}"]
 
 
 def records(uri: str, experiment: str):
@@ -78,6 +78,48 @@ def test_dass_end_to_end_then_resume_without_redoing_lambdas(tmp_path):
     assert lambdas == [0.0, 16.0]
     front = json.loads((tmp_path / "run" / "pareto.json").read_text())["front"]
     assert front and all("test_accuracy" in e["metrics"] for e in front)
+
+
+def test_the_probe_picks_training_values_for_later_subnets_and_resumes(tmp_path):
+    # digits_mlp at levels=3: the first subnet (lambda 16, lr 5.5e-3, one_shot) is trained
+    # again at lr 1e-3 and 3e-2, then with the better lr under the other recipe; lambda 0's
+    # subnet trains with the values that won. The first run stops inside the probe.
+    first = run_cli(dass_args(tmp_path, n_trials=2, probe=True), tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    second = run_cli(dass_args(tmp_path, n_trials=5, probe=True), tmp_path)
+    assert second.returncode == 0, second.stderr[-3000:]
+    study = load_run_study(tmp_path / "run", "tinydass")
+    assert len(study.trials) == 5
+    specs = [json.loads((tmp_path / "run" / "trials" / f"{t.number:05d}" / "spec.json")
+                        .read_text()) for t in study.trials]
+    trained = [(s["hparams"]["lr"], s["recipe"], s["pattern"], s["sparsity"],
+                s["allocation"]) for s in specs]
+    assert len(set(trained)) == 5, trained  # the resumed probe trained nothing twice
+    points = [t.user_attrs["sparsearch.dass.point"] for t in study.trials]
+    source = points[0]
+    assert source["lam"] == 16.0 and source["retrain_of"] is None
+    probes = points[1:4]
+    assert all(p["retrain_of"] == source["key"] and p["lam"] == 16.0 for p in probes)
+    assert [p["training"] for p in probes[:2]] == [
+        {"lr": pytest.approx(1e-3), "recipe": "one_shot"},
+        {"lr": pytest.approx(3e-2), "recipe": "one_shot"}]
+    acc = {json.dumps(p["training"], sort_keys=True): p["accuracy"] for p in probes}
+    lr_axis = [(source["accuracy"], 5.477e-3), (probes[0]["accuracy"], 1e-3),
+               (probes[1]["accuracy"], 3e-2)]
+    best_lr = max(lr_axis, key=lambda a: a[0])[1]  # ties: the earlier one (the start first)
+    assert probes[2]["training"] == {"lr": pytest.approx(best_lr, rel=1e-3), "recipe": "gradual"}
+    one_shot_acc = max(a for a, _ in lr_axis)
+    best_recipe = "gradual" if acc[json.dumps(probes[2]["training"], sort_keys=True)] > \
+        one_shot_acc else "one_shot"
+    chosen = study.user_attrs["sparsearch.dass.training"]
+    assert chosen == {"lr": pytest.approx(best_lr, rel=1e-3), "recipe": best_recipe}
+    last = points[4]
+    assert last["lam"] == 0.0 and last["retrain_of"] is None
+    assert specs[4]["hparams"]["lr"] == pytest.approx(chosen["lr"])
+    assert specs[4]["recipe"] == chosen["recipe"]
+    _, parents, children = records(f"sqlite:///{tmp_path / 'mlflow.db'}", "tinydass")
+    assert json.loads(parents[0].data.tags["sparsearch.dass.training"]) == chosen
+    assert sum(c.data.params.get("dass.probe") == "True" for c in children) == 3
 
 
 def test_pt_derivation_with_a_flops_cost_through_the_command(tmp_path):

@@ -487,3 +487,57 @@ def test_retraining_goes_on_over_finer_grids_without_training_anything_twice(tmp
     assert len(lrs) == len(set(lrs)) == finest == 17
     assert lrs[:2] == pytest.approx([1e-3, 1e-1]) and lrs[2] == pytest.approx(1e-2)
     assert sorted(lrs) == pytest.approx([1e-3 * 100 ** (i / 16) for i in range(17)])
+
+
+def test_probe_axes_take_hparams_then_the_recipe_and_skip_what_is_fixed():
+    from sparsearch.search.dass.probe import probe_axes
+
+    space = parse_space(yaml.safe_load("""
+params:
+  sparsity: {float: [0.5, 0.9]}
+  recipe: {choice: [one_shot, gradual]}
+  gradual.end: {float: [0.5, 0.9], when: {recipe: gradual}}
+  lr: {float: [1.0e-3, 1.0e-1], log: true}
+  weight_decay: {choice: [0.0, 1.0e-4]}
+  epochs: {fixed: 3}
+"""), source="t")
+    axes = probe_axes(space, levels=3, fixed={}, recipe=True)
+    assert [name for name, _ in axes] == ["lr", "weight_decay", "recipe"]
+    assert axes[0][1] == pytest.approx([1e-3, 1e-2, 1e-1])
+    assert [n for n, _ in probe_axes(space, levels=3, fixed={"lr": 0.01}, recipe=False)] == \
+        ["weight_decay"]
+
+
+def test_probe_settles_one_dimension_at_a_time_on_the_best_accuracy():
+    from sparsearch.search.dass.probe import next_probe, variant_key
+
+    axes = [("lr", [0.001, 0.01, 0.1]), ("recipe", ["one_shot", "gradual"])]
+    start = {"lr": 0.01, "recipe": "one_shot"}
+    finished = {variant_key(start): 0.80}
+    step = next_probe(axes, start, finished, set())
+    # the start's own value was trained (the source subnet): the others are next, in order
+    assert step.action == "train" and step.values == {"lr": 0.001, "recipe": "one_shot"}
+    assert next_probe(axes, start, finished, {variant_key(step.values)}).values == \
+        {"lr": 0.1, "recipe": "one_shot"}
+    # a dimension is settled only when all its values are back
+    pending = {variant_key({"lr": 0.001, "recipe": "one_shot"}),
+               variant_key({"lr": 0.1, "recipe": "one_shot"})}
+    assert next_probe(axes, start, finished, pending).action == "wait"
+    finished[variant_key({"lr": 0.001, "recipe": "one_shot"})] = None  # failed: never wins
+    finished[variant_key({"lr": 0.1, "recipe": "one_shot"})] = 0.85
+    step = next_probe(axes, start, finished, set())
+    assert step.action == "train" and step.values == {"lr": 0.1, "recipe": "gradual"}
+    finished[variant_key(step.values)] = 0.85  # a tie keeps the current value
+    assert next_probe(axes, start, finished, set()) == \
+        type(step)("done", {"lr": 0.1, "recipe": "one_shot"})
+    finished[variant_key(step.values)] = 0.86
+    assert next_probe(axes, start, finished, set()).values == {"lr": 0.1, "recipe": "gradual"}
+
+
+def test_a_variant_of_an_inherited_subnet_keeps_its_file():
+    spec = SubnetSpec(pattern="unstructured", sparsity=0.5, recipe="inherited",
+                      hparams={"lr": 0.01},
+                      options={"inherited.path": "/x.safetensors", "inherited.weights": True})
+    out = variant_spec(spec, {"lr": 0.03}, {})
+    assert out.recipe == "inherited" and out.hparams["lr"] == 0.03
+    assert out.options == spec.options

@@ -238,10 +238,8 @@ class DassTpeStrategy(Strategy):
                                                         is not None else "none")})
 
     def _training_spec(self, spec: SubnetSpec, values: dict[str, Any]) -> SubnetSpec:
-        """The derived spec trained with the trial's values (an inherited recipe stays)."""
-        if spec.recipe == "inherited":
-            return replace(spec, hparams={**spec.hparams, **{
-                k: HPARAMS[k](v) for k, v in values.items() if k in HPARAMS}})
+        """The derived spec trained with the trial's values (an inherited recipe stays:
+        the trial asks no recipe then)."""
         return variant_spec(spec, values, values)
 
     def _give_up(self, outer: _Outer, reason: str) -> None:

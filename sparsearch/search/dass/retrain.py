@@ -56,10 +56,13 @@ def training_variants(space: SearchSpace, fixed: dict[str, Any], *,
 
 
 def variant_spec(spec: SubnetSpec, variant: dict[str, Any], fixed: dict[str, Any]) -> SubnetSpec:
-    """``spec`` trained with ``variant``'s recipe and hparams (the new recipe's knobs from
-    ``fixed`` when it has them, else its defaults; other options, e.g. a cell genotype, kept)."""
+    """``spec`` trained with ``variant``'s recipe and hparams (a new recipe's knobs from
+    ``fixed`` when it has them, else its defaults; the same recipe keeps its options, e.g.
+    an ``inherited`` subnet's file; other options, e.g. a cell genotype, kept)."""
     recipe = str(variant.get("recipe", spec.recipe))
     hparams = {**spec.hparams, **{k: HPARAMS[k](v) for k, v in variant.items() if k in HPARAMS}}
+    if recipe == spec.recipe:
+        return replace(spec, hparams=hparams)
     options = {k: v for k, v in spec.options.items() if not k.startswith(f"{spec.recipe}.")}
     options.update({k: v for k, v in fixed.items() if k.startswith(f"{recipe}.")})
     return replace(spec, recipe=recipe, hparams=hparams, options=options)

@@ -11,7 +11,9 @@ proposes, in order: the dense warm-up of a round (``WarmUpUnit``, cached in
 is proposed twice and a refinement or a new round waits for the results it depends on.
 ``search.n_trials`` caps the derived subnets, ``search.timeout_s`` the wall-clock of
 everything here (supernet training included); a derived subnet whose training starts
-before the deadline finishes, as a random trial does. A lambda whose subnet equals an
+before the deadline finishes, as a random trial does. With ``search.dass.probe`` the first
+derived subnet is trained again under the space's other training values, one dimension at
+a time (``probe``), before the sweep goes on, and the later subnets train with the best. A lambda whose subnet equals an
 earlier one is recorded in the sweep, not trained again. When a round's sweep is complete
 and budget is left, the next round searches again on a finer grid (``round_levels``: the
 spacing of the discretised sparsity halves) with supernets seeded anew; once a round adds
@@ -39,6 +41,7 @@ from sparsearch.search.dass.budget import plan_budget
 from sparsearch.search.dass.inherit import inherited_spec
 from sparsearch.search.dass.job import LambdaOutcome, build_supernet
 from sparsearch.search.dass.plan import SupernetPlan, fixed_values, plan_supernet
+from sparsearch.search.dass.probe import next_probe, probe_axes, variant_key
 from sparsearch.search.dass.retrain import (
     dass_front,
     retrain_levels,
@@ -140,7 +143,7 @@ def record_duplicate(setup: SearchSetup, study: optuna.Study, outcome: LambdaOut
 
 
 def derived_unit(setup: SearchSetup, study: optuna.Study, outcome: LambdaOutcome, *,
-                 round_: int, retrain_of: int | None) -> TrialUnit:
+                 round_: int, retrain_of: int | None, probe: bool = False) -> TrialUnit:
     """The training of a derived subnet: exactly as a sampled one (seed and context)."""
     assert outcome.spec is not None
     dass = setup.cfg.search.dass
@@ -155,7 +158,8 @@ def derived_unit(setup: SearchSetup, study: optuna.Study, outcome: LambdaOutcome
                                    "dass.inherit": (dass.inherit if outcome.inherited
                                                     is not None else "none"),
                                    **({"dass.retrain_of": retrain_of}
-                                      if retrain_of is not None else {})})
+                                      if retrain_of is not None else {}),
+                                   **({"dass.probe": True} if probe else {})})
 
 
 def record_trained(setup: SearchSetup, study: optuna.Study, outcome: LambdaOutcome,
@@ -196,7 +200,9 @@ def record_trained(setup: SearchSetup, study: optuna.Study, outcome: LambdaOutco
     point = SweepPoint(lam=outcome.lam, key=outcome.key, digest=_digest(outcome),
                        cost=outcome.cost,
                        accuracy=result.metrics.get("accuracy") if complete else None,
-                       round=round_, retrain_of=retrain_of)
+                       round=round_, retrain_of=retrain_of,
+                       training=(outcome.snapshot.get("training") if retrain_of is not None
+                                 else None))
     attrs = {keys.METRICS: result.metrics, keys.RETRY_OF: outcome.key,
              keys.DASS_LAMBDA: outcome.lam, POINT_ATTR: point.to_dict()}
     values = [float(result.metrics[m]) for m, _ in setup.objectives] if complete else None
@@ -213,25 +219,30 @@ def record_trained(setup: SearchSetup, study: optuna.Study, outcome: LambdaOutco
     return point
 
 
-def next_retrain(setup: SearchSetup,
-                 points: list[SweepPoint]) -> tuple[SweepPoint, LambdaOutcome] | None:
+def trained_spec(run_dir: Path, key: int) -> tuple[SubnetSpec, dict[str, Any] | None]:
+    """The spec a trained subnet ran with, and its model options (cells), from its folder."""
+    folder = trial_dir(run_dir, key)
+    model = (json.loads((folder / "model.json").read_text())
+             if (folder / "model.json").exists() else None)
+    return SubnetSpec.from_dict(json.loads((folder / "spec.json").read_text())), model
+
+
+def next_retrain(setup: SearchSetup, points: list[SweepPoint], *,
+                 values: dict[str, Any] | None = None
+                 ) -> tuple[SweepPoint, LambdaOutcome] | None:
     """The next front subnet to train under other training values, or None when done.
 
     The values come from ``training_variants`` at ``search.dass.levels`` points per range,
     then at grids twice as fine (``retrain_levels``: each holds the coarser one's points
-    exactly, so nothing is trained twice), so a search with budget left keeps spending it.
+    exactly, so nothing is trained twice), so a search with budget left keeps spending it;
+    those nearest ``values`` (the probe's choice) or the plan's fixed ones come first.
     """
     dass = setup.cfg.search.dass
-    fixed = fixed_values(setup.space, dict(dass.fixed))
+    fixed = {**fixed_values(setup.space, dict(dass.fixed)), **(values or {})}
     seen = {p.digest for p in points}
     # Each front subnet's files are read once per call, not once per variant.
-    sources = []
-    for source in dass_front(points):
-        folder = trial_dir(setup.run_dir, source.key)
-        model = (json.loads((folder / "model.json").read_text())
-                 if (folder / "model.json").exists() else None)
-        sources.append((source, SubnetSpec.from_dict(json.loads(
-            (folder / "spec.json").read_text())), model))
+    sources = [(source, *trained_spec(setup.run_dir, source.key))
+               for source in dass_front(points)]
     # A finer grid repeats the coarser one's points: each variant is tried once.
     variants: dict[str, dict[str, Any]] = {}
     for levels in retrain_levels(dass.levels):
@@ -257,6 +268,7 @@ class _Training:
     round_: int
     retrain_of: int | None
     searched_on: str | None
+    probe: bool = False
 
     def placeholder(self) -> SweepPoint:
         # Counts as searched while it trains, as a lambda in flight does.
@@ -279,6 +291,12 @@ class DassStrategy(Strategy):
         # Absolute: units compare it with time.time() in other processes.
         self.deadline = time.time() + cfg.timeout_s if cfg.timeout_s is not None else None
         self.plans = {0: check_dass(setup)}
+        self.fixed = fixed_values(setup.space, dict(cfg.dass.fixed))
+        # search.dass.probe: the dimensions tried on the first derived subnet (probe.py),
+        # and once they are settled, the values the later subnets train with.
+        self.axes = (probe_axes(setup.space, levels=cfg.dass.levels, fixed=cfg.dass.fixed,
+                                recipe=cfg.dass.inherit == "none") if cfg.dass.probe else [])
+        self.chosen: dict[str, Any] | None = study.user_attrs.get(keys.DASS_TRAINING)
         # Measured before the warm-up spends the budget; with fit_budget, scaled epochs.
         self.dass = plan_budget(self.plans[0], setup.ctx, cfg.dass, timeout_s=cfg.timeout_s)
         self.min_cost = build_supernet(self.plans[0], setup.ctx).cheapest_cost(cfg.dass.cost)
@@ -309,10 +327,48 @@ class DassStrategy(Strategy):
         return n_trials is None or budget_used(self.study) + in_flight < n_trials
 
     def _train(self, outcome: LambdaOutcome, *, round_: int, retrain_of: int | None,
-               searched_on: str | None) -> TrialUnit:
-        self.training[outcome.key] = _Training(outcome, round_, retrain_of, searched_on)
+               searched_on: str | None, probe: bool = False) -> TrialUnit:
+        self.training[outcome.key] = _Training(outcome, round_, retrain_of, searched_on, probe)
         return derived_unit(self.setup, self.study, outcome, round_=round_,
-                            retrain_of=retrain_of)
+                            retrain_of=retrain_of, probe=probe)
+
+    def _probe(self) -> TrialUnit | bool:
+        """The probe's next training, True while the sweep waits for the probe, False
+        when it has nothing (more) to do."""
+        if not self.axes or self.chosen is not None:
+            return False
+        source = next((p for p in sorted(self.points, key=lambda p: p.key)
+                       if p.retrain_of is None and p.duplicate_of is None
+                       and p.accuracy is not None), None)
+        if source is None:
+            # Later lambdas wait for the first subnet (and so for the probe's choice).
+            return bool(self.running or self.training)
+        start = {name: self.fixed.get(name) for name, _ in self.axes}
+        finished: dict[str, float | None] = {variant_key(start): source.accuracy}
+        finished.update({variant_key(p.training): p.accuracy for p in self.points
+                         if p.retrain_of == source.key and p.training is not None})
+        pending = {variant_key(t.outcome.snapshot["training"]) for t in self.training.values()
+                   if t.probe}
+        step = next_probe(self.axes, start, finished, pending)
+        if step.action == "wait":
+            return True
+        if step.action == "done":
+            self.chosen = step.values
+            self.study.set_user_attr(keys.DASS_TRAINING, self.chosen)
+            self.tracker.set_tags(self.parent_run_id,
+                                  {keys.DASS_TRAINING: json.dumps(self.chosen, sort_keys=True)})
+            log.info("dass: the probe chose %s for the derived subnets (val accuracy %.4f)",
+                     json.dumps(self.chosen, sort_keys=True),
+                     finished[variant_key(self.chosen)] or 0.0)
+            return False
+        spec, model = trained_spec(self.setup.run_dir, source.key)
+        outcome = LambdaOutcome(lam=source.lam, key=self._next_key(), status="derived",
+                                spec=variant_spec(spec, step.values, self.fixed), model=model,
+                                cost=source.cost,
+                                snapshot={"lambda": source.lam, "retrain_of": source.key,
+                                          "training": step.values, "probe": True})
+        return self._train(outcome, round_=source.round, retrain_of=source.key,
+                           searched_on=None, probe=True)
 
     def propose(self) -> Unit | None:
         if self.queue:
@@ -320,6 +376,9 @@ class DassStrategy(Strategy):
             return self.queue.pop(0)
         if self.stopped or self.warming or not self._budget_left():
             return None
+        probe = self._probe()
+        if probe is not False:
+            return probe if isinstance(probe, TrialUnit) else None
         in_flight = [*self.running.values(), *(t.placeholder() for t in self.training.values())]
         searched = [*self.points, *in_flight, *self.lost]
         step = next_step(self.dass.lambdas, searched, refine=self.dass.refine,
@@ -327,7 +386,7 @@ class DassStrategy(Strategy):
         if step is None:
             if in_flight or not self.dass.refine:
                 return None
-            retrain = next_retrain(self.setup, self.points)
+            retrain = next_retrain(self.setup, self.points, values=self.chosen)
             if retrain is None:
                 if not self.completed:
                     log.info("dass: the sweep is complete (%d subnets)", len(self.points))
@@ -389,6 +448,10 @@ class DassStrategy(Strategy):
             log.info("dass: the budget ran out while searching lambda=%g", unit.lam)
             self.stopped = True
             return
+        if self.chosen and outcome.spec is not None:
+            # The probe's choice: later subnets train (and compare as duplicates) with it.
+            outcome = replace(outcome, spec=variant_spec(outcome.spec, self.chosen,
+                                                         self.fixed))
         # Subnets still training are originals too: a lambda that derives one again is a
         # duplicate of it, not a second training of the same subnet.
         training = [SweepPoint(lam=t.outcome.lam, key=k, digest=_digest(t.outcome),

@@ -45,7 +45,8 @@ class SweepPoint:
         duplicate_of: the key of an earlier point with the same subnet (not trained again).
         round: the sweep round (round r trains its supernets from seed + r).
         retrain_of: the key of the subnet this one retrains with other training values
-            (``retrain``); such points take no part in the lambda sweep.
+            (``retrain``, ``probe``); such points take no part in the lambda sweep.
+        training: the training values it was retrained with (retrain_of points).
     """
 
     lam: float
@@ -56,6 +57,7 @@ class SweepPoint:
     duplicate_of: int | None = None
     round: int = 0
     retrain_of: int | None = None
+    training: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
