@@ -81,14 +81,18 @@ def _test_hypervolume(members: list[dict[str, float]]) -> float:
 
 def _sweep_trials(run_dir: Path, dass_trials: list[dict[str, Any]],
                   budget_s: float) -> list[dict[str, Any]]:
-    """The ablation: DASS's derived densities, uniform and ERK, no supernet."""
+    """The ablation: DASS's derived densities, uniform and ERK, no supernet, trained with
+    the values DASS's swept subnets trained with (its probe's choice, given for free)."""
+    from sparsearch import mlflow_keys as keys
     from sparsearch.evaluate import accuracy_on_test, evaluate
     from sparsearch.search.dass.plan import fixed_values
     from sparsearch.search.setup import prepare_search
+    from sparsearch.search.study import load_run_study
     from sparsearch.spec import SubnetSpec
 
     setup = prepare_search(mf.method_config(run_dir, "dass"), run_dir / "dass")
-    fixed = fixed_values(setup.space, dict(setup.cfg.search.dass.fixed))
+    chosen = load_run_study(run_dir / "dass", mf.NAME).user_attrs.get(keys.DASS_TRAINING, {})
+    fixed = {**fixed_values(setup.space, dict(setup.cfg.search.dass.fixed)), **chosen}
     base = setup.space.to_spec({**fixed, "pattern": "unstructured", "sparsity": 0.5})
     started, out = time.time(), []
     for trial in dass_trials:
