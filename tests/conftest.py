@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -33,7 +36,34 @@ def run_cli(args: list[str], *, cwd: Path, timeout: float = 600,
                           capture_output=True, text=True, timeout=timeout, env=full_env)
 
 
-def tiny_search_args(tmp: Path, *, run: str = "run") -> list[str]:
-    """Overrides for a real search that takes seconds: small MLP, few epochs and trials."""
-    return [f"hydra.run.dir={tmp / run}", f"tracking.uri=sqlite:///{tmp / 'mlflow.db'}",
+_MLFLOW_TEMPLATE: list[Path] = []
+
+
+def mlflow_uri(path: Path) -> str:
+    """``sqlite:///<path>``, with the database there already created: a copy of one made
+    once per test session. A new MLflow database runs every schema migration (about 3 s
+    here), which most tests are not about; the quickstart, preset, example, concurrent-open
+    and bad-input tests still start from none."""
+    if not _MLFLOW_TEMPLATE:
+        from mlflow import MlflowClient
+
+        folder = Path(tempfile.mkdtemp(prefix="sparsearch-mlflow-"))
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        MlflowClient(tracking_uri=f"sqlite:///{folder / 'mlflow.db'}").search_experiments()
+        _MLFLOW_TEMPLATE.append(folder / "mlflow.db")
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(_MLFLOW_TEMPLATE[0], path)
+    return f"sqlite:///{path}"
+
+
+def tiny_search_args(tmp: Path, *, run: str = "run", seeded: bool = False) -> list[str]:
+    """Overrides for a real search that takes seconds: small MLP, few epochs and trials.
+
+    Args:
+        seeded: the MLflow database exists already (``mlflow_uri``); leave it False where
+            the test checks that bad input creates none.
+    """
+    uri = mlflow_uri(tmp / "mlflow.db") if seeded else f"sqlite:///{tmp / 'mlflow.db'}"
+    return [f"hydra.run.dir={tmp / run}", f"tracking.uri={uri}",
             "model.hidden=[32,32]", "train.epochs=2", "search.n_trials=3", "name=tiny"]

@@ -35,7 +35,7 @@ def assert_pareto_tags_are_the_front(children) -> None:
 
 
 def test_search_end_to_end_then_resume(tmp_path):
-    args = tiny_search_args(tmp_path)
+    args = tiny_search_args(tmp_path, seeded=True)
     first = run_cli(args, cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "Pareto-optimal subnets of tiny" in first.stdout
@@ -107,7 +107,8 @@ def test_diverging_trials_fail_and_the_search_goes_on(tmp_path):
     space = tmp_path / "space.yaml"
     space.write_text("params:\n  sparsity: {float: [0.5, 0.9]}\n"
                      "  lr: {choice: [0.01, 1.0e+12]}\n")
-    result = run_cli([*tiny_search_args(tmp_path), f"space={space}", "search.strategy=random",
+    result = run_cli([*tiny_search_args(tmp_path, seeded=True), f"space={space}",
+                      "search.strategy=random",
                       "search.n_trials=4", "seed=3"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     _, _, children = search_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "tiny")

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from sparsearch.data import load_mnist1d_splits
+from tests.conftest import mlflow_uri
 
 from .conftest import run_cli
 
@@ -52,7 +53,7 @@ def test_same_seed_same_split_and_no_global_seeding() -> None:
 @pytest.mark.slow
 def test_the_mnist1d_preset_runs_a_conv1d_search(tmp_path) -> None:
     result = run_cli(["+experiment=mnist1d_quickstart", f"hydra.run.dir={tmp_path / 'run'}",
-                      f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", "data.num_samples=600",
+                      f"tracking.uri={mlflow_uri(tmp_path / 'mlflow.db')}", "data.num_samples=600",
                       "train.epochs=2", "search.n_trials=3", "export.batch_sizes=[1]"],
                      cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]

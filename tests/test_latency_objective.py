@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_search_with_latency_objective_records_latency_everywhere(tmp_path):
-    args = [*tiny_search_args(tmp_path), "search.objectives=[accuracy:max,latency_ms:min]",
+    args = [*tiny_search_args(tmp_path, seeded=True), "search.objectives=[accuracy:max,latency_ms:min]",
             "export.enabled=false"]
     result = run_cli(args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]

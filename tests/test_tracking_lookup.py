@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from tests.conftest import mlflow_uri
+
 
 def test_trial_run_id_finds_one_run_by_search_and_trial_key(tmp_path):
     from sparsearch.tracking import Tracker
 
-    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "lookup")
+    tracker = Tracker(mlflow_uri(tmp_path / "mlflow.db"), "lookup")
     ids = {}
     for search in ("a", "b"):
         parent = tracker.start_search(search_key=search, run_name=search, params={})

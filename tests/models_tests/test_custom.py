@@ -27,11 +27,12 @@ from sparsearch.sparsity.recipes import RecipeContext, create_recipe
 from sparsearch.spec import SubnetSpec
 from sparsearch.train import TrainSettings, accuracy_and_loss, make_optimizer, train_epoch
 
-from ..conftest import run_cli
+from ..conftest import mlflow_uri, run_cli
 
 NETS = '''
 import torch
 from torch import nn
+from tests.conftest import mlflow_uri
 
 
 class Net(nn.Module):
@@ -133,7 +134,7 @@ def test_own_model_and_checkpoint_searched_exported_and_reloaded_elsewhere(
     digits = load_digits_splits()
     loaded_acc, _ = accuracy_and_loss(trained, iterate_batches(digits.val, 1024))
     run = tmp_path / "run"
-    result = run_cli([f"hydra.run.dir={run}", f"tracking.uri=sqlite:///{tmp_path / 'ml.db'}",
+    result = run_cli([f"hydra.run.dir={run}", f"tracking.uri={mlflow_uri(tmp_path / 'ml.db')}",
                       "model=custom", "model.target=mynets.nets:build", "+model.options.width=24",
                       f"model.checkpoint={ckpt}", "space=generic", "train.epochs=2",
                       "search.n_trials=3", "search.strategy=random", "export.batch_sizes=[1]",
@@ -201,7 +202,7 @@ def test_hydras_target_spelling_searches_the_same_model(user_package: Path,
                                                        tmp_path: Path) -> None:
     # the dotted form Hydra uses, and model.target naming the same factory with a colon
     result = run_cli([f"hydra.run.dir={tmp_path / 'run'}",
-                      f"tracking.uri=sqlite:///{tmp_path / 'ml.db'}", "model=custom",
+                      f"tracking.uri={mlflow_uri(tmp_path / 'ml.db')}", "model=custom",
                       "+model._target_=mynets.nets.build", "model.target=mynets.nets:build",
                       "+model.options.width=8", "space=generic", "train.epochs=1",
                       "search.n_trials=1", "export.enabled=false"], cwd=tmp_path)

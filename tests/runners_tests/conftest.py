@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import mlflow_uri
+
 RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_CHDIR_TO_TRIAL_DIR": "0", "HF_HUB_OFFLINE": "1"}
 for _name, _value in RAY_ENV.items():
     os.environ.setdefault(_name, _value)
@@ -32,7 +34,7 @@ def search_args(tmp: Path, *, run: str = "run", n_trials: int = 4, epochs: int =
 
     Exports are off: they happen after the runner, the same for every runner.
     """
-    return [f"hydra.run.dir={tmp / run}", f"tracking.uri=sqlite:///{tmp / 'mlflow.db'}",
+    return [f"hydra.run.dir={tmp / run}", f"tracking.uri={mlflow_uri(tmp / 'mlflow.db')}",
             f"model.hidden={hidden}", f"train.epochs={epochs}", f"search.n_trials={n_trials}",
             "search.strategy=random", "name=tiny", "export.enabled=false"]
 

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import mlflow_uri
+
 pytest.importorskip("sparsearch.search.dass")
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -59,7 +61,7 @@ def run_dass_on_the_cluster(overrides: list[str], tmp_path: Path, address: str, 
     from sparsearch.search.study import open_study
     from sparsearch.tracking import Tracker
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_uri(tmp_path / "mlflow.db")
     cfg = compose(["name=tiny", f"search={strategy}", "train.epochs=2", "model.hidden=[32,32]",
                    "runner=ray", f"runner.address={address}", f"tracking.uri={uri}",
                    "export.enabled=false", *overrides])

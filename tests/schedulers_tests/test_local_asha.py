@@ -9,6 +9,7 @@ import pytest
 from mlflow import MlflowClient
 
 from sparsearch.search.study import trial_key
+from tests.conftest import mlflow_uri
 from tests.runners_tests.conftest import run_cli_watched, search_args, search_runs, study_trials
 
 pytestmark = pytest.mark.slow
@@ -17,7 +18,7 @@ ASHA = ["search.scheduler=asha", "search.min_epochs=1", "search.eta=3"]
 
 
 def test_asha_stops_weak_trials_and_a_rerun_keeps_its_rungs(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_uri(tmp_path / "mlflow.db")
     run_dir = tmp_path / "run"
     code, out = run_cli_watched([*search_args(tmp_path, n_trials=6, epochs=3), *ASHA],
                                 cwd=tmp_path)
@@ -86,7 +87,7 @@ def test_compare_runs_an_entry_with_its_scheduler(tmp_path):
 
 
 def test_rung_masks_final_ranks_what_the_history_records_at_target(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_uri(tmp_path / "mlflow.db")
     args = [*search_args(tmp_path, n_trials=4, epochs=3), *ASHA, "search.rung_masks=final"]
     code, out = run_cli_watched(args, cwd=tmp_path)
     assert code == 0, out[-3000:]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from mlflow import MlflowClient
 
+from tests.conftest import mlflow_uri
 from tests.runners_tests.conftest import search_args, search_runs, start_cli, study_trials
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -17,7 +18,7 @@ COMMON = ["search.n_trials=6", "train.threads=1", "seed=3", "search.scheduler=as
 
 def _stops(tmp):
     """Per trial key: Optuna state, rung records; MLflow status, stop tag, val history."""
-    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    uri = mlflow_uri(tmp / "mlflow.db")
     client = MlflowClient(tracking_uri=uri)
     _, children = search_runs(uri)
     runs = {int(c.data.tags["sparsearch.trial_key"]): c for c in children}

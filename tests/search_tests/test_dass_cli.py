@@ -15,6 +15,7 @@ from mlflow import MlflowClient
 from PIL import Image
 
 from sparsearch.search.study import load_run_study
+from tests.conftest import mlflow_uri
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +27,7 @@ def run_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
 
 
 def dass_args(tmp: Path, *, n_trials: int, probe: bool = False) -> list[str]:
-    return [f"hydra.run.dir={tmp / 'run'}", f"tracking.uri=sqlite:///{tmp / 'mlflow.db'}",
+    return [f"hydra.run.dir={tmp / 'run'}", f"tracking.uri={mlflow_uri(tmp / 'mlflow.db')}",
             "name=tinydass", "search=dass", "export.enabled=false", "model.hidden=[32,32]",
             "train.epochs=2", "train.threads=1", f"search.n_trials={n_trials}",
             "search.dass.lambdas=[16.0,0.0]", "search.dass.levels=3", "search.dass.warmup_epochs=1", "search.dass.search_epochs=1",

@@ -15,7 +15,7 @@ import pytest
 from sparsearch.config import ConfigError, DassConfig, validate
 from sparsearch.search.dass.target import closest_point, lambda_for_target
 from sparsearch.search.study import load_run_study
-from tests.conftest import run_cli
+from tests.conftest import mlflow_uri, run_cli
 from tests.search_tests.test_dass_cli import records
 from tests.test_bad_input import compose
 
@@ -81,7 +81,7 @@ def test_the_preset_is_valid():
 
 
 def tpe_args(tmp: Path, *, n_trials: int | None, run: str = "run") -> list[str]:
-    return [f"hydra.run.dir={tmp / run}", f"tracking.uri=sqlite:///{tmp / 'mlflow.db'}",
+    return [f"hydra.run.dir={tmp / run}", f"tracking.uri={mlflow_uri(tmp / 'mlflow.db')}",
             "name=tinytpe", "search=dass_tpe", "export.enabled=false", "model.hidden=[32,32]",
             "train.epochs=2", "train.threads=1", f"search.n_trials={n_trials or 'null'}",
             "search.n_startup_trials=2", "search.dass.levels=3",

@@ -83,7 +83,7 @@ def test_fingerprint_is_written_once(tmp_path):
 def test_rerun_resumes_the_same_search_and_refuses_another(tmp_path):
     space = tmp_path / "space.yaml"
     space.write_text(SPACE)
-    args = [*tiny_search_args(tmp_path), f"space={space}", "search.n_trials=2",
+    args = [*tiny_search_args(tmp_path, seeded=True), f"space={space}", "search.n_trials=2",
             "train.epochs=1", "export.enabled=false"]
     first = run_cli(args, cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]

@@ -31,7 +31,7 @@ def small_disk(tmp_path):
 def test_full_disk_fails_the_trial_and_stops_the_search(tmp_path, small_disk):
     run_dir = small_disk / "run"
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    args = [*tiny_search_args(tmp_path), f"hydra.run.dir={run_dir}", "model.hidden=[64]",
+    args = [*tiny_search_args(tmp_path, seeded=True), f"hydra.run.dir={run_dir}", "model.hidden=[64]",
             "train.epochs=1", "search.n_trials=20", f"search.storage={storage}",
             "export.enabled=false"]
     result = run_cli(args, cwd=tmp_path)

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_search_opens_on_its_results_and_stays_quiet(tmp_path):
-    result = run_cli([*tiny_search_args(tmp_path), "search.n_trials=3", "train.epochs=1",
+    result = run_cli([*tiny_search_args(tmp_path, seeded=True), "search.n_trials=3", "train.epochs=1",
                       "export.batch_sizes=[1]"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
