@@ -32,7 +32,6 @@ from ..conftest import mlflow_uri, run_cli
 NETS = '''
 import torch
 from torch import nn
-from tests.conftest import mlflow_uri
 
 
 class Net(nn.Module):
