@@ -143,7 +143,7 @@ def record_duplicate(setup: SearchSetup, study: optuna.Study, outcome: LambdaOut
 
 
 def derived_unit(setup: SearchSetup, study: optuna.Study, outcome: LambdaOutcome, *,
-                 round_: int, retrain_of: int | None, probe: bool = False) -> TrialUnit:
+                 round_: int, retrain_of: int | None) -> TrialUnit:
     """The training of a derived subnet: exactly as a sampled one (seed and context)."""
     assert outcome.spec is not None
     dass = setup.cfg.search.dass
@@ -159,7 +159,8 @@ def derived_unit(setup: SearchSetup, study: optuna.Study, outcome: LambdaOutcome
                                                     is not None else "none"),
                                    **({"dass.retrain_of": retrain_of}
                                       if retrain_of is not None else {}),
-                                   **({"dass.probe": True} if probe else {})})
+                                   **({"dass.probe": True} if outcome.snapshot.get("probe")
+                                      else {})})
 
 
 def record_trained(setup: SearchSetup, study: optuna.Study, outcome: LambdaOutcome,
@@ -268,7 +269,6 @@ class _Training:
     round_: int
     retrain_of: int | None
     searched_on: str | None
-    probe: bool = False
 
     def placeholder(self) -> SweepPoint:
         # Counts as searched while it trains, as a lambda in flight does.
@@ -327,10 +327,10 @@ class DassStrategy(Strategy):
         return n_trials is None or budget_used(self.study) + in_flight < n_trials
 
     def _train(self, outcome: LambdaOutcome, *, round_: int, retrain_of: int | None,
-               searched_on: str | None, probe: bool = False) -> TrialUnit:
-        self.training[outcome.key] = _Training(outcome, round_, retrain_of, searched_on, probe)
+               searched_on: str | None) -> TrialUnit:
+        self.training[outcome.key] = _Training(outcome, round_, retrain_of, searched_on)
         return derived_unit(self.setup, self.study, outcome, round_=round_,
-                            retrain_of=retrain_of, probe=probe)
+                            retrain_of=retrain_of)
 
     def _probe(self) -> TrialUnit | bool:
         """The probe's next training, True while the sweep waits for the probe, False
@@ -348,7 +348,7 @@ class DassStrategy(Strategy):
         finished.update({variant_key(p.training): p.accuracy for p in self.points
                          if p.retrain_of == source.key and p.training is not None})
         pending = {variant_key(t.outcome.snapshot["training"]) for t in self.training.values()
-                   if t.probe}
+                   if t.outcome.snapshot.get("probe")}
         step = next_probe(self.axes, start, finished, pending)
         if step.action == "wait":
             return True
@@ -368,7 +368,7 @@ class DassStrategy(Strategy):
                                 snapshot={"lambda": source.lam, "retrain_of": source.key,
                                           "training": step.values, "probe": True})
         return self._train(outcome, round_=source.round, retrain_of=source.key,
-                           searched_on=None, probe=True)
+                           searched_on=None)
 
     def propose(self) -> Unit | None:
         if self.queue:
