@@ -54,7 +54,7 @@ TASKS = {"digits": ["space=digits_mlp"],
 
 
 # Methods that run another's strategy with other settings (``search_quality.py`` gives them).
-VARIANTS = {"dass_weights": "dass", "dass_noprobe": "dass"}
+VARIANTS = {"dass_weights": "dass", "dass_noprobe": "dass", "dass_tpe_grid": "dass_tpe"}
 
 
 def parse_method(method: str) -> tuple[str, str, bool]:

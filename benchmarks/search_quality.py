@@ -59,7 +59,9 @@ DASS = ["search.dass.supernet=space", "search.dass.levels=6",
 # Ablations of DASS's settings, run like dass with these overrides in place of its own.
 DASS_VARIANTS = {"dass_weights": ["search.dass.inherit=weights"],
                  # the ablation of the training-value probe (search.dass.probe)
-                 "dass_noprobe": ["search.dass.probe=false"]}
+                 "dass_noprobe": ["search.dass.probe=false"],
+                 # dass_tpe's subnets on the supernet's grid, not at their target density
+                 "dass_tpe_grid": ["search.dass.exact_target=false"]}
 
 
 def dass_overrides(method: str, dass: list[str]) -> list[str]:

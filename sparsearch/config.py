@@ -170,6 +170,10 @@ class DassConfig:
     # strategy=dass_tpe: supernet searches (lambdas) per trial at most before it trains the
     # subnet nearest its target (>= 1).
     max_bisections: int = 3
+    # strategy=dass_tpe with supernet=space: train the derived pattern and allocation at the
+    # trial's target_density (its sparsity solved on the space's range) rather than at the
+    # supernet's grid level (`levels` points) nearest it; false: the grid level.
+    exact_target: bool = True
 
     def __post_init__(self) -> None:
         if not 0.0 < self.alpha_fraction < 1.0:

@@ -185,3 +185,12 @@ class SpaceSupernet(Supernet):
     def cheapest_cost(self, kind: str) -> float:
         self._refresh()
         return min(self._costs[kind])
+
+    @torch.no_grad()
+    def cost_of(self, spec: SubnetSpec, kind: str) -> float:
+        """The cost (dense = 1) of any spec of the space, as ``target_cost`` counts a
+        target's (global allocation reads the current scores)."""
+        self._refresh()
+        plan = SparsityPlan(spec, self._proxy).layers(self._proxy)
+        return sum(self._layer_cost[n][kind] * (1.0 - plan[n].sparsity)
+                   for n in plan if n in self._layer_cost) / self.dense_cost[kind]

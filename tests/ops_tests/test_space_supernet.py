@@ -79,3 +79,15 @@ def test_global_magnitude_is_one_top_k_recomputed_from_the_scores(digits):
     # E[cost] mixes the targets' costs by softmax(alpha)
     costs = torch.tensor([net.target_cost(i, "density") for i in range(len(net.targets))])
     assert float(net.expected_cost("density").detach()) == pytest.approx(float(costs.mean()), rel=1e-5)
+
+
+def test_cost_of_any_spec_counts_as_the_targets_cost(digits):
+    space, fixed, _, net = supernet(digits, levels=3)
+    for j, spec in enumerate(net.targets):
+        for kind in ("density", "flops"):
+            assert net.cost_of(spec, kind) == pytest.approx(net.target_cost(j, kind)), spec
+    # off the grid: between its neighbours, falling with the sparsity
+    on = [space.to_spec({**fixed, "pattern": "unstructured", "sparsity": s,
+                         "allocation": "erk"}) for s in (0.5, 0.62, 0.74)]
+    costs = [net.cost_of(spec, "density") for spec in on]
+    assert costs[0] > costs[1] > costs[2]

@@ -13,13 +13,22 @@ from pathlib import Path
 import pytest
 
 from sparsearch.config import ConfigError, DassConfig, validate
-from sparsearch.search.dass.target import closest_point, lambda_for_target
-from sparsearch.search.study import load_run_study
+from sparsearch.search.dass.target import closest_point, lambda_for_target, sparsity_for_cost
+from sparsearch.search.study import load_run_study, trial_key
 from tests.conftest import mlflow_uri, run_cli
 from tests.search_tests.test_dass_cli import records
 from tests.test_bad_input import compose
 
 TOL = 0.03
+EXACT_SPACE = """params:
+  pattern: unstructured
+  sparsity: {float: [0.5, 0.98]}
+  allocation: {choice: [uniform, erk]}
+  recipe: {choice: [one_shot, gradual]}
+  lr: {float: [1.0e-3, 3.0e-2], log: true}
+layers:
+  "head": {dense: true}
+"""
 
 
 def test_nothing_known_starts_at_the_start_lambda():
@@ -131,8 +140,12 @@ def test_dass_tpe_tells_tpe_each_subnet_then_resumes(tmp_path):
 
 @pytest.mark.slow
 def test_a_killed_trial_trains_the_same_subnet_in_the_same_run_on_resume(tmp_path):
-    # long enough a training (seconds) to be killed in, polled often
-    args = [*tpe_args(tmp_path, n_trials=2), "train.epochs=150"]
+    # long enough a training (seconds) to be killed in, polled often; the space supernet
+    # over unstructured subnets, so the trials train at their targets (exact_target)
+    space = tmp_path / "space.yaml"
+    space.write_text(EXACT_SPACE)
+    args = [*tpe_args(tmp_path, n_trials=2), "train.epochs=150", f"space={space}",
+            "search.dass.supernet=space"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     killed = subprocess.Popen([sys.executable, "-m", "sparsearch", *args], cwd=tmp_path,
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -160,6 +173,14 @@ def test_a_killed_trial_trains_the_same_subnet_in_the_same_run_on_resume(tmp_pat
     _, _, children = records(f"sqlite:///{tmp_path / 'mlflow.db'}", "tinytpe")
     assert sorted(int(c.data.tags["sparsearch.trial_key"]) for c in children) == [0, 1]
     assert all(c.info.status == "FINISHED" for c in children)
+    grid = {0.5, 0.74, 0.98}  # search.dass.levels=3 points of the sparsity range
+    by_key = {int(c.data.tags["sparsearch.trial_key"]): c.data.params for c in children}
+    for t in counted:
+        # the supernet chose the allocation; the density trained is the trial's target
+        params = by_key[trial_key(t)]
+        assert t.values[1] == pytest.approx(t.params["target_density"], abs=0.01)
+        assert float(params["dass.grid_sparsity"]) in grid
+        assert float(params["sparsity"]) not in grid
 
 
 @pytest.mark.slow
@@ -175,3 +196,14 @@ def test_dass_tpe_that_trains_nothing_exits_3(tmp_path):
     # the trial that never trained is failed, not left running, and not counted
     assert all(t.state.name == "FAIL" and t.user_attrs["sparsearch.stale"]
                for t in study.trials)
+
+
+def test_the_sparsity_for_a_cost_is_solved_within_the_range():
+    def cost(sparsity: float) -> float:  # a dense head of 0.1 and prunable 0.9
+        return 0.1 + 0.9 * (1.0 - sparsity)
+
+    solved = sparsity_for_cost(0.4, cost, low=0.5, high=0.98)
+    assert cost(solved) == pytest.approx(0.4, abs=1e-4) and 0.5 < solved < 0.98
+    # a target the range cannot reach: the nearest bound
+    assert sparsity_for_cost(0.9, cost, low=0.5, high=0.98) == 0.5
+    assert sparsity_for_cost(0.05, cost, low=0.5, high=0.98) == 0.98

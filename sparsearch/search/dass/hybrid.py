@@ -40,7 +40,7 @@ from sparsearch.search.dass.job import LambdaOutcome, build_supernet
 from sparsearch.search.dass.plan import training_dimensions
 from sparsearch.search.dass.retrain import variant_spec
 from sparsearch.search.dass.run import check_dass, record_trained, sweep_points
-from sparsearch.search.dass.target import closest_point, lambda_for_target
+from sparsearch.search.dass.target import closest_point, lambda_for_target, sparsity_for_cost
 from sparsearch.search.dass.units import LambdaUnit, WarmUpUnit
 from sparsearch.search.setup import SearchSetup
 from sparsearch.search.strategies import Strategy, create_sampler
@@ -57,12 +57,14 @@ if TYPE_CHECKING:
     from sparsearch.ops.supernet import Supernet
     from sparsearch.tracking import Tracker
 
-__all__ = ["TARGET", "DassTpeStrategy", "cost_range"]
+__all__ = ["GRID_SPARSITY", "TARGET", "DassTpeStrategy", "cost_range", "exact_range"]
 
 log = logging.getLogger("sparsearch")
 
 TARGET = "target_density"  # the Optuna param (and MLflow param) of an outer trial's target
 START_LAMBDA = 1.0  # the first lambda searched when no (lambda, cost) pair is known
+# The MLflow param of a subnet trained at its target: the sparsity the supernet derived.
+GRID_SPARSITY = "dass.grid_sparsity"
 
 
 def cost_range(net: Supernet, kind: str) -> tuple[float, float]:
@@ -80,6 +82,19 @@ def cost_range(net: Supernet, kind: str) -> tuple[float, float]:
         high = max(net.target_cost(i, kind) for i in range(len(net.targets)))
     low, high = round(low, 4), round(high, 4)
     return low, max(high, low + 1e-3)
+
+
+def exact_range(setup: SearchSetup, net: Supernet) -> tuple[float, float, float | None] | None:
+    """(low, high, step) of the space's global sparsity range where ``search.dass
+    .exact_target`` can set a derived subnet's sparsity: the space supernet over a space
+    whose ``sparsity`` is a float range; else None."""
+    from sparsearch.ops.space import SpaceSupernet
+
+    dim = setup.space.params.get("sparsity")
+    if not isinstance(net, SpaceSupernet) or dim is None or dim.kind != "float":
+        return None
+    assert dim.low is not None and dim.high is not None  # a float range has its bounds
+    return float(dim.low), float(dim.high), dim.step
 
 
 @dataclass
@@ -113,7 +128,11 @@ class DassTpeStrategy(Strategy):
         self.deadline = time.time() + cfg.timeout_s if cfg.timeout_s is not None else None
         self.plan = check_dass(setup)
         self.dass = plan_budget(self.plan, setup.ctx, cfg.dass, timeout_s=cfg.timeout_s)
-        self.low, self.high = cost_range(build_supernet(self.plan, setup.ctx), cfg.dass.cost)
+        net = build_supernet(self.plan, setup.ctx)
+        self.low, self.high = cost_range(net, cfg.dass.cost)
+        # The space's sparsity range, where derived subnets train at their target exactly.
+        self.exact = exact_range(setup, net) if cfg.dass.exact_target else None
+        self.net = net if self.exact is not None else None
         self.fixed = dict(cfg.dass.fixed)
         dims = training_dimensions(setup.space)
         # Inherited masks train with their own recipe: only the hparams are TPE's then.
@@ -222,6 +241,15 @@ class DassTpeStrategy(Strategy):
         outcome = replace(outcome, key=outer.key)
         outer.outcome, outer.busy = outcome, True
         dass = self.dass
+        extra: dict[str, Any] = {}
+        if outcome.inherited is None and outcome.spec is not None:
+            on_target = self._on_target(outcome.spec, outer.target)
+            if on_target is not None:
+                # The supernet chose the pattern and allocation; the trial's target sets
+                # the sparsity, so TPE's density is the one trained.
+                extra[GRID_SPARSITY] = outcome.spec.sparsity
+                outcome = replace(outcome, spec=on_target[0], cost=on_target[1])
+                outer.outcome = outcome
         derived = (inherited_spec(outcome, run_dir=self.setup.run_dir)
                    if outcome.inherited is not None else outcome.spec)
         assert derived is not None  # a derived outcome has a spec
@@ -231,11 +259,36 @@ class DassTpeStrategy(Strategy):
         return TrialUnit(spec=spec, key=outer.key, number=outer.trial.number,
                          model=outcome.model,
                          extra_params={"strategy": "dass_tpe", "dass.lambda": outcome.lam,
-                                       TARGET: outer.target,
+                                       TARGET: outer.target, **extra,
                                        "dass.supernet": dass.supernet,
                                        "dass.derive": dass.derive, "dass.cost": dass.cost,
                                        "dass.inherit": (dass.inherit if outcome.inherited
                                                         is not None else "none")})
+
+    def _on_target(self, spec: SubnetSpec, target: float) -> tuple[SubnetSpec, float] | None:
+        """``spec`` at the sparsity whose cost is ``target`` and that cost, or None where
+        the sparsity is not the space's range to set (N:M, dense, a fixed sparsity,
+        ``exact_target=false``) or the grid level already is the nearest. The space's layer
+        rules stay, as in any spec random search draws from it."""
+        if self.exact is None or self.net is None or spec.pattern in ("dense", "nm") \
+                or spec.sparsity == 0.0:
+            return None
+        from sparsearch.ops.space import SpaceSupernet
+
+        net, kind = self.net, self.dass.cost
+        assert isinstance(net, SpaceSupernet)  # exact_range holds only for the space supernet
+        low, high, step = self.exact
+
+        def cost_of(sparsity: float) -> float:
+            return net.cost_of(replace(spec, sparsity=sparsity), kind)
+
+        sparsity = sparsity_for_cost(target, cost_of, low=low, high=high)
+        if step:
+            sparsity = min(high, low + round((sparsity - low) / step) * step)
+        sparsity = round(sparsity, 4)
+        if sparsity == spec.sparsity:
+            return None
+        return replace(spec, sparsity=sparsity), cost_of(sparsity)
 
     def _training_spec(self, spec: SubnetSpec, values: dict[str, Any]) -> SubnetSpec:
         """The derived spec trained with the trial's values (an inherited recipe stays:

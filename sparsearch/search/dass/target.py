@@ -13,9 +13,9 @@ plain pairs, so a resumed search proposes the same lambdas from what its study h
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-__all__ = ["closest_point", "lambda_for_target"]
+__all__ = ["closest_point", "lambda_for_target", "sparsity_for_cost"]
 
 # Where between two bracketing lambdas the next one may fall (fractions of the gap): the
 # cost is not linear in lambda, and an unguarded secant step can creep along one end.
@@ -85,3 +85,29 @@ def lambda_for_target(target: float, points: Sequence[tuple[float, float]], *,
     if any(abs(lam - seen) <= SAME_LAMBDA * max(lam, seen) for seen, _ in finite):
         return None
     return lam
+
+
+def sparsity_for_cost(target: float, cost_of: Callable[[float], float], *, low: float,
+                      high: float, tolerance: float = 1e-4, steps: int = 40) -> float:
+    """The sparsity in [low, high] whose cost is ``target`` (bisection; cost falls as
+    sparsity grows), or the bound nearest it when the range cannot reach it.
+
+    Args:
+        target: the wanted cost (dense = 1).
+        cost_of: the cost of a sparsity (non-increasing).
+        low, high: the space's sparsity range.
+        tolerance: a cost this close to ``target`` ends the search.
+        steps: bisection steps at most.
+    """
+    if cost_of(high) >= target:
+        return high
+    if cost_of(low) <= target:
+        return low
+    lo, hi = low, high  # cost_of(lo) > target > cost_of(hi)
+    for _ in range(steps):
+        mid = 0.5 * (lo + hi)
+        cost = cost_of(mid)
+        if abs(cost - target) <= tolerance:
+            return mid
+        lo, hi = (mid, hi) if cost > target else (lo, mid)
+    return 0.5 * (lo + hi)
