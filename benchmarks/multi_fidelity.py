@@ -60,9 +60,11 @@ VARIANTS = {"dass_weights": "dass", "dass_noprobe": "dass", "dass_tpe_grid": "da
 def parse_method(method: str) -> tuple[str, str, bool]:
     """``STRATEGY[_asha][_ray2]`` -> (strategy, scheduler, under Ray with two trials)."""
     base = method.removesuffix("_ray2")
+    asha = base.endswith("_asha")
     strategy = base.removesuffix("_asha")
+    # A variant's name is not a scheduler suffix: dass_tpe_grid runs dass_tpe without ASHA.
     strategy = VARIANTS.get(strategy, strategy)
-    return strategy, "asha" if base != strategy else "none", base != method
+    return strategy, "asha" if asha else "none", base != method
 
 
 def _overrides(run_dir: Path, method: str, *, task: str, seed: int, timeout_s: float,

@@ -50,6 +50,7 @@ def search_fingerprint(cfg: SparsearchConfig, *, space_path: Path, model: dict[s
     elif cfg.search.strategy == "dass_tpe":
         strategy["n_startup_trials"] = cfg.search.n_startup_trials
         strategy["dass"] = asdict(cfg.search.dass)
+    strategy = _normalised(strategy)
     if cfg.search.scheduler != "none":
         # Which trials a scheduler stops is part of what the study holds.
         strategy["scheduler"] = {"name": cfg.search.scheduler, "eta": cfg.search.eta,
@@ -69,6 +70,26 @@ def search_fingerprint(cfg: SparsearchConfig, *, space_path: Path, model: dict[s
         "strategy": strategy,
         "seed": cfg.seed,
     }
+
+
+# DASS settings one of the two DASS strategies does not read: left out of its fingerprint.
+UNREAD = {"dass": ("exact_target",), "dass_tpe": ("probe",)}
+# DASS settings added after run dirs had fingerprints, with the value an older search ran
+# under (the behaviour before the key existed): a fingerprint without one is read as that.
+ADDED_LATER = {"probe": False, "exact_target": False}
+
+
+def _normalised(strategy: dict[str, Any]) -> dict[str, Any]:
+    """The strategy part of a fingerprint with the DASS settings its strategy reads: those
+    it does not read dropped, those added later filled in with their earlier behaviour."""
+    if not isinstance(strategy.get("dass"), dict):
+        return strategy
+    unread = UNREAD.get(strategy.get("name", ""), ())
+    dass = {k: v for k, v in strategy["dass"].items() if k not in unread}
+    for key, value in ADDED_LATER.items():
+        if key not in unread:
+            dass.setdefault(key, value)
+    return {**strategy, "dass": dass}
 
 
 def _differences(old: Any, new: Any, path: str) -> list[str]:
@@ -107,6 +128,8 @@ def check_fingerprint(run_dir: Path, fingerprint: dict[str, Any]) -> None:
     except (OSError, ValueError) as err:
         raise FingerprintMismatch(f"run dir {run_dir}: {FINGERPRINT_FILE} cannot be read "
                                   f"({err}); start a new run with hydra.run.dir=ANOTHER_DIR") from None
+    if isinstance(old, dict) and isinstance(old.get("strategy"), dict):
+        old = {**old, "strategy": _normalised(old["strategy"])}
     names = _differences(old, fingerprint, "")
     if not names:
         return

@@ -13,7 +13,12 @@ from pathlib import Path
 import pytest
 
 from sparsearch.config import ConfigError, DassConfig, validate
-from sparsearch.search.dass.target import closest_point, lambda_for_target, sparsity_for_cost
+from sparsearch.search.dass.target import (
+    closest_point,
+    in_range,
+    lambda_for_target,
+    sparsity_for_cost,
+)
 from sparsearch.search.study import load_run_study, trial_key
 from tests.conftest import mlflow_uri, run_cli
 from tests.search_tests.test_dass_cli import records
@@ -207,3 +212,8 @@ def test_the_sparsity_for_a_cost_is_solved_within_the_range():
     # a target the range cannot reach: the nearest bound
     assert sparsity_for_cost(0.9, cost, low=0.5, high=0.98) == 0.5
     assert sparsity_for_cost(0.05, cost, low=0.5, high=0.98) == 0.98
+
+    # as random search could draw it: rounded, on the step grid, within the range
+    assert in_range(0.61234567, low=0.5, high=0.98, step=None) == 0.6123
+    assert in_range(0.93, low=0.5, high=0.95, step=0.2) == 0.9  # the grid's top is 0.9
+    assert in_range(0.999999, low=0.5, high=0.99995, step=None) == 0.99995

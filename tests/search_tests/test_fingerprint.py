@@ -113,3 +113,24 @@ def test_rerun_resumes_the_same_search_and_refuses_another(tmp_path):
     more = run_cli([*args, "search.n_trials=3"], cwd=tmp_path)
     assert more.returncode == 0, more.stderr[-3000:]
     assert sorted(p.name for p in (run_dir / "trials").iterdir()) == ["00000", "00001", "00002"]
+
+
+def test_dass_settings_added_later_read_as_their_earlier_behaviour(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    old = fingerprint(tmp_path, ["search=dass_tpe"])
+    assert "probe" not in old["strategy"]["dass"]  # dass_tpe does not read it
+    # a dass_tpe run dir from before exact_target (and probe) existed
+    del old["strategy"]["dass"]["exact_target"]
+    old["strategy"]["dass"]["probe"] = True
+    write_fingerprint(run_dir, old)
+    with pytest.raises(FingerprintMismatch, match=r"exact_target \(was false, now true\)"):
+        check_fingerprint(run_dir, fingerprint(tmp_path, ["search=dass_tpe"]))
+    check_fingerprint(run_dir, fingerprint(tmp_path, ["search=dass_tpe",
+                                                      "search.dass.exact_target=false"]))
+    # dass does not read exact_target: setting it changes nothing
+    dass_dir = tmp_path / "dass"
+    dass_dir.mkdir()
+    write_fingerprint(dass_dir, fingerprint(tmp_path, ["search=dass"]))
+    check_fingerprint(dass_dir, fingerprint(tmp_path, ["search=dass",
+                                                       "search.dass.exact_target=false"]))

@@ -40,7 +40,12 @@ from sparsearch.search.dass.job import LambdaOutcome, build_supernet
 from sparsearch.search.dass.plan import training_dimensions
 from sparsearch.search.dass.retrain import variant_spec
 from sparsearch.search.dass.run import check_dass, record_trained, sweep_points
-from sparsearch.search.dass.target import closest_point, lambda_for_target, sparsity_for_cost
+from sparsearch.search.dass.target import (
+    closest_point,
+    in_range,
+    lambda_for_target,
+    sparsity_for_cost,
+)
 from sparsearch.search.dass.units import LambdaUnit, WarmUpUnit
 from sparsearch.search.setup import SearchSetup
 from sparsearch.search.strategies import Strategy, create_sampler
@@ -131,7 +136,8 @@ class DassTpeStrategy(Strategy):
         net = build_supernet(self.plan, setup.ctx)
         self.low, self.high = cost_range(net, cfg.dass.cost)
         # The space's sparsity range, where derived subnets train at their target exactly.
-        self.exact = exact_range(setup, net) if cfg.dass.exact_target else None
+        self.exact = (exact_range(setup, net) if cfg.dass.exact_target
+                      and cfg.dass.inherit == "none" else None)
         self.net = net if self.exact is not None else None
         self.fixed = dict(cfg.dass.fixed)
         dims = training_dimensions(setup.space)
@@ -268,7 +274,7 @@ class DassTpeStrategy(Strategy):
     def _on_target(self, spec: SubnetSpec, target: float) -> tuple[SubnetSpec, float] | None:
         """``spec`` at the sparsity whose cost is ``target`` and that cost, or None where
         the sparsity is not the space's range to set (N:M, dense, a fixed sparsity,
-        ``exact_target=false``) or the grid level already is the nearest. The space's layer
+        ``exact_target=false``) or the solved sparsity is the grid level. The space's layer
         rules stay, as in any spec random search draws from it."""
         if self.exact is None or self.net is None or spec.pattern in ("dense", "nm") \
                 or spec.sparsity == 0.0:
@@ -282,10 +288,8 @@ class DassTpeStrategy(Strategy):
         def cost_of(sparsity: float) -> float:
             return net.cost_of(replace(spec, sparsity=sparsity), kind)
 
-        sparsity = sparsity_for_cost(target, cost_of, low=low, high=high)
-        if step:
-            sparsity = min(high, low + round((sparsity - low) / step) * step)
-        sparsity = round(sparsity, 4)
+        sparsity = in_range(sparsity_for_cost(target, cost_of, low=low, high=high),
+                            low=low, high=high, step=step)
         if sparsity == spec.sparsity:
             return None
         return replace(spec, sparsity=sparsity), cost_of(sparsity)

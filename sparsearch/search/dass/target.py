@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
-__all__ = ["closest_point", "lambda_for_target", "sparsity_for_cost"]
+__all__ = ["closest_point", "in_range", "lambda_for_target", "sparsity_for_cost"]
 
 # Where between two bracketing lambdas the next one may fall (fractions of the gap): the
 # cost is not linear in lambda, and an unguarded secant step can creep along one end.
@@ -111,3 +111,12 @@ def sparsity_for_cost(target: float, cost_of: Callable[[float], float], *, low: 
             return mid
         lo, hi = (mid, hi) if cost > target else (lo, mid)
     return 0.5 * (lo + hi)
+
+
+def in_range(sparsity: float, *, low: float, high: float, step: float | None) -> float:
+    """``sparsity`` as random search could draw it from the range: on the ``step`` grid
+    (whose top may lie below ``high``), rounded to 4 decimals, within [low, high]."""
+    if step:
+        top = low + math.floor((high - low) / step + 1e-9) * step
+        sparsity = min(top, low + round((sparsity - low) / step) * step)
+    return min(max(round(sparsity, 4), low), high)
