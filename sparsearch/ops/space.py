@@ -137,9 +137,12 @@ class SpaceSupernet(Supernet):
                     candidates[j] = _candidate(per_target[j][name])
                     self.choices[name].candidates = tuple(candidates)
         for kind in ("density", "flops"):
-            self._costs[kind] = [
-                sum(self._layer_cost[n][kind] * (1.0 - p[n].sparsity) for n in p)
-                / self.dense_cost[kind] for p in per_target]
+            self._costs[kind] = [self._plan_cost(p, kind) for p in per_target]
+
+    def _plan_cost(self, layers: dict[str, LayerSparsity], kind: str) -> float:
+        """The cost (dense = 1) of per-layer sparsities: the kept weights / FLOPs."""
+        return sum(self._layer_cost[n][kind] * (1.0 - p.sparsity)
+                   for n, p in layers.items()) / self.dense_cost[kind]
 
     def arch_parameters(self) -> list[nn.Parameter]:
         return [self.alpha_target]
@@ -191,6 +194,4 @@ class SpaceSupernet(Supernet):
         """The cost (dense = 1) of any spec of the space, as ``target_cost`` counts a
         target's (global allocation reads the current scores)."""
         self._refresh()
-        plan = SparsityPlan(spec, self._proxy).layers(self._proxy)
-        return sum(self._layer_cost[n][kind] * (1.0 - plan[n].sparsity)
-                   for n in plan if n in self._layer_cost) / self.dense_cost[kind]
+        return self._plan_cost(SparsityPlan(spec, self._proxy).layers(self._proxy), kind)

@@ -245,8 +245,6 @@ class DassTpeStrategy(Strategy):
         # Before the trial's MLflow run opens: a killed attempt is replayed from this.
         outer.trial.set_user_attr(keys.DASS_TPE_SOURCE, [outcome.lam, outcome.key])
         outcome = replace(outcome, key=outer.key)
-        outer.outcome, outer.busy = outcome, True
-        dass = self.dass
         extra: dict[str, Any] = {}
         if outcome.inherited is None and outcome.spec is not None:
             on_target = self._on_target(outcome.spec, outer.target)
@@ -255,7 +253,8 @@ class DassTpeStrategy(Strategy):
                 # the sparsity, so TPE's density is the one trained.
                 extra[GRID_SPARSITY] = outcome.spec.sparsity
                 outcome = replace(outcome, spec=on_target[0], cost=on_target[1])
-                outer.outcome = outcome
+        outer.outcome, outer.busy = outcome, True
+        dass = self.dass
         derived = (inherited_spec(outcome, run_dir=self.setup.run_dir)
                    if outcome.inherited is not None else outcome.spec)
         assert derived is not None  # a derived outcome has a spec
