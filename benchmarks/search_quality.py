@@ -9,8 +9,9 @@ folders and settings (``--work-dir``): runs that folder already holds for the se
 here, two at a time (one torch thread each on two cores, so both see the same load);
 with an odd number to run, dass_tpe runs beside the sweep. The
 ablation ``sweep`` asks whether the supernet adds anything: in process and without a
-supernet, it trains unstructured uniform and ERK specs at the densities DASS derived in the
-same seed (in DASS's order), with the recipe and lr DASS's plan fixes.
+supernet, it trains every subnet DASS trained in the same seed (in DASS's order) again as
+unstructured uniform and ERK specs at that subnet's density, with that subnet's own training
+values (recipe, knobs, lr): DASS less the supernet's choice of pattern and allocation.
 
 A strategy's front at budget t is the val-Pareto front of its trials completed by t
 (seconds since its parent run started; the sweep's own clock); its *test* hypervolume
@@ -81,28 +82,46 @@ def _test_hypervolume(members: list[dict[str, float]]) -> float:
                        ["max", "min"])
 
 
-def _sweep_trials(run_dir: Path, dass_trials: list[dict[str, Any]],
-                  budget_s: float) -> list[dict[str, Any]]:
-    """The ablation: DASS's derived densities, uniform and ERK, no supernet, trained with
-    the values DASS's swept subnets trained with (its probe's choice, given for free)."""
-    from sparsearch import mlflow_keys as keys
+def _sweep_trials(run_dir: Path, budget_s: float) -> list[dict[str, Any]]:
+    """The ablation: every subnet DASS trained, in DASS's order, trained again without the
+    supernet's choice of pattern and allocation: unstructured at its density, with uniform
+    and with ERK allocation, and with its own training values (recipe, knobs, lr; so the
+    probe's and the refinement's trainings too). A spec already trained is not trained
+    again (same seed, same result)."""
+    from optuna.trial import TrialState
+
     from sparsearch.evaluate import accuracy_on_test, evaluate
     from sparsearch.search.dass.plan import fixed_values
     from sparsearch.search.setup import prepare_search
-    from sparsearch.search.study import load_run_study
+    from sparsearch.search.study import load_run_study, trial_key
+    from sparsearch.search.trial import trial_dir
     from sparsearch.spec import SubnetSpec
 
     setup = prepare_search(mf.method_config(run_dir, "dass"), run_dir / "dass")
-    chosen = load_run_study(run_dir / "dass", mf.NAME).user_attrs.get(keys.DASS_TRAINING, {})
-    fixed = {**fixed_values(setup.space, dict(setup.cfg.search.dass.fixed)), **chosen}
-    base = setup.space.to_spec({**fixed, "pattern": "unstructured", "sparsity": 0.5})
-    started, out = time.time(), []
-    for trial in dass_trials:
+    study = load_run_study(run_dir / "dass", mf.NAME)
+    done = sorted((t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE),
+                  key=lambda t: t.datetime_complete)
+    # The space's own layer rules (a dense first layer, ...), as random search draws them.
+    layers = setup.space.to_spec({**fixed_values(setup.space, dict(setup.cfg.search.dass.fixed)),
+                                  "pattern": "unstructured", "sparsity": 0.5}).layers
+    started, out, seen = time.time(), [], set()
+    for t in done:
+        trained = SubnetSpec.from_dict(json.loads(
+            (trial_dir(run_dir / "dass", trial_key(t)) / "spec.json").read_text()))
+        if trained.recipe == "inherited":
+            raise SystemExit("the sweep ablation retrains from scratch: run DASS with "
+                             "search.dass.inherit=none")
         for allocation in ("uniform", "erk"):
             if time.time() - started >= budget_s:
                 return out
-            spec: SubnetSpec = replace(base, allocation=allocation,
-                                       sparsity=round(1.0 - trial["density"], 4))
+            spec = replace(trained, pattern="unstructured", nm=None, block=None,
+                           allocation=allocation, sparsity=round(1.0 - t.values[1], 4),
+                           layers=layers,
+                           options={k: v for k, v in trained.options.items()
+                                    if k.startswith(trained.recipe + ".")})
+            if spec.digest() in seen:
+                continue
+            seen.add(spec.digest())
             result, model = evaluate(spec, setup.ctx)
             if result.status == "complete" and model is not None:
                 out.append({"s": time.time() - started, "accuracy": result.metrics["accuracy"],
@@ -141,7 +160,7 @@ def run_seed(work: Path, *, task: str, seed: int, budgets: list[float], methods:
                   if codes.get(m, 0) == 0 else []) for m in methods if m != beside_sweep}
     partner = mf.start_method(run_dir, beside_sweep) if beside_sweep else None
     if sweep:
-        trials["sweep"] = _sweep_trials(run_dir, trials.get("dass", []), max(budgets))
+        trials["sweep"] = _sweep_trials(run_dir, max(budgets))
     if partner is not None and beside_sweep is not None:
         code = partner.wait()
         if code not in (0, 3):
