@@ -84,10 +84,10 @@ def _test_hypervolume(members: list[dict[str, float]]) -> float:
 
 def _sweep_trials(run_dir: Path, budget_s: float) -> list[dict[str, Any]]:
     """The ablation: every subnet DASS trained, in DASS's order, trained again without the
-    supernet's choice of pattern and allocation: unstructured at its density, with uniform
-    and with ERK allocation, and with its own training values (recipe, knobs, lr; so the
-    probe's and the refinement's trainings too). A spec already trained is not trained
-    again (same seed, same result)."""
+    supernet's choice of pattern and allocation: unstructured at its global target sparsity
+    (1 - N/M for N:M, so the same density), with uniform and with ERK allocation, and with
+    its own training values (recipe, knobs, lr; so the probe's and the refinement's
+    trainings too). A spec already trained is not trained again (same seed, same result)."""
     from optuna.trial import TrialState
 
     from sparsearch.evaluate import accuracy_on_test, evaluate
@@ -111,11 +111,17 @@ def _sweep_trials(run_dir: Path, budget_s: float) -> list[dict[str, Any]]:
         if trained.recipe == "inherited":
             raise SystemExit("the sweep ablation retrains from scratch: run DASS with "
                              "search.dass.inherit=none")
+        if trained.pattern == "dense":
+            continue
+        # The subnet's own global target, not 1 - its measured density: layers the space
+        # keeps dense count in the density, so that would train a denser subnet.
+        sparsity = (1.0 - int(trained.nm.split(":")[0]) / int(trained.nm.split(":")[1])
+                    if trained.pattern == "nm" and trained.nm else trained.sparsity)
         for allocation in ("uniform", "erk"):
             if time.time() - started >= budget_s:
                 return out
             spec = replace(trained, pattern="unstructured", nm=None, block=None,
-                           allocation=allocation, sparsity=round(1.0 - t.values[1], 4),
+                           allocation=allocation, sparsity=round(sparsity, 4),
                            layers=layers,
                            options={k: v for k, v in trained.options.items()
                                     if k.startswith(trained.recipe + ".")})
