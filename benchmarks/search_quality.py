@@ -115,8 +115,7 @@ def _sweep_trials(run_dir: Path, budget_s: float) -> list[dict[str, Any]]:
             continue
         # The subnet's own global target, not 1 - its measured density: layers the space
         # keeps dense count in the density, so that would train a denser subnet.
-        sparsity = (1.0 - int(trained.nm.split(":")[0]) / int(trained.nm.split(":")[1])
-                    if trained.pattern == "nm" and trained.nm else trained.sparsity)
+        sparsity = trained.target_sparsity
         for allocation in ("uniform", "erk"):
             if time.time() - started >= budget_s:
                 return out
